@@ -1,0 +1,3 @@
+from devserver.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""`livelambda cloud`: AppSync Events and Lambda emulators on loopback."""
