@@ -28,13 +28,14 @@ def _add_cloud(sub: argparse._SubParsersAction) -> None:
 
 def _run_cloud(args: argparse.Namespace) -> int:
     from devserver.cloud.options import CloudOptions, IamCredentials
-    from devserver.cloud.server import serve
 
     try:
         creds = tuple(IamCredentials.parse(c) for c in args.iam_credentials)
     except ValueError as exc:
         print(f"livelambda cloud: {exc}", file=sys.stderr)
         return 2
+    from devserver.cloud.server import serve
+
     options = CloudOptions(
         host=args.host,
         port=args.port,
