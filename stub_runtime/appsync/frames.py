@@ -1,0 +1,511 @@
+"""Sans-I/O AppSync Events frames: build what the client sends, parse what the server sends.
+
+No sockets here: builders return frame objects whose `encode()` gives the JSON text to send, and
+`parse_server_frame(text)` turns a received text frame into a typed object. The wire is described in
+../shared/PROTOCOL.md. Server frames also have `encode()` (the emulator and the tests use it), and
+`parse_client_frame()` is the mirror parser for a server.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from stub_runtime.errors import RemoteProtocolError
+
+SUBPROTOCOL = "aws-appsync-event-ws"
+MAX_EVENTS_PER_PUBLISH = 5
+MAX_EVENT_BYTES = 240 * 1024
+DEFAULT_CONNECTION_TIMEOUT_MS = 300_000
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def compact_json(value: Any) -> str:
+    """JSON the way AWS's SDKs write it (JSON.stringify): no spaces, non-ASCII kept as is."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def header_subprotocol(auth_headers: Mapping[str, str]) -> str:
+    """`header-` + base64url (no padding) of the compact JSON auth header object."""
+    raw = json.dumps(dict(auth_headers), separators=(",", ":")).encode()
+    return "header-" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_header_subprotocol(value: str) -> dict[str, str]:
+    """Inverse of `header_subprotocol` (for servers and tests); raises RemoteProtocolError."""
+    if not value.startswith("header-"):
+        raise RemoteProtocolError(f"subprotocol {value[:40]!r} is not an AppSync `header-` subprotocol")
+    b64 = value[len("header-") :]
+    try:
+        obj = json.loads(base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)))
+    except ValueError as exc:
+        raise RemoteProtocolError(f"`header-` subprotocol is not base64url JSON: {exc}") from None
+    if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
+        raise RemoteProtocolError("`header-` subprotocol must hold a JSON object of strings")
+    return obj
+
+
+def subprotocols(auth_headers: Mapping[str, str]) -> list[str]:
+    """The two subprotocols a client offers when it opens the WebSocket."""
+    return [SUBPROTOCOL, header_subprotocol(auth_headers)]
+
+
+# Bodies that IAM signs (PROTOCOL.md "Authorization"): compact JSON.
+def connect_body() -> str:
+    return "{}"
+
+
+def subscribe_body(channel: str) -> str:
+    return compact_json({"channel": channel})
+
+
+def publish_body(channel: str, events: Sequence[str]) -> str:
+    return compact_json({"channel": channel, "events": list(events)})
+
+
+# ------------------------------------------------------------------------------------------ error items
+@dataclass(frozen=True)
+class ServiceErrorDetail:
+    """One entry of a server `errors` list."""
+
+    error_type: str
+    message: str
+    error_code: int | str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"errorType": self.error_type, "message": self.message}
+        if self.error_code is not None:
+            out["errorCode"] = self.error_code
+        return out
+
+
+class AppSyncServiceError(RemoteProtocolError):
+    """AppSync answered with an `errors` list (connection_error, subscribe_error, publish_error, ...).
+
+    `error_type` is the first entry's errorType (e.g. "UnauthorizedException"); `errors` holds them all.
+    """
+
+    error_type = "AppSync.ServiceError"
+
+    def __init__(self, context: str, errors: Sequence[ServiceErrorDetail], *, hint: str = "") -> None:
+        self.context = context
+        self.errors = list(errors)
+        if self.errors:
+            self.error_type = self.errors[0].error_type
+            first = self.errors[0]
+            code = f" (code {first.error_code})" if first.error_code is not None else ""
+            detail = f"{first.error_type}{code}: {first.message}"
+            if len(self.errors) > 1:
+                detail += f" (+{len(self.errors) - 1} more)"
+        else:
+            detail = "an empty errors list"
+        msg = f"AppSync rejected {context}: {detail}"
+        super().__init__(msg + (f". {hint}" if hint else ""))
+
+
+# ------------------------------------------------------------------------------------------ client frames
+@dataclass(frozen=True)
+class ConnectionInit:
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "connection_init"}
+
+    def encode(self) -> str:
+        return compact_json(self.to_json())
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    channel: str
+    authorization: Mapping[str, str]
+    id: str = field(default_factory=new_id)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "subscribe",
+            "id": self.id,
+            "channel": self.channel,
+            "authorization": dict(self.authorization),
+        }
+
+    def encode(self) -> str:
+        return compact_json(self.to_json())
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "unsubscribe", "id": self.id}
+
+    def encode(self) -> str:
+        return compact_json(self.to_json())
+
+
+@dataclass(frozen=True)
+class Publish:
+    channel: str
+    events: Sequence[str]
+    authorization: Mapping[str, str]
+    id: str = field(default_factory=new_id)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "publish",
+            "id": self.id,
+            "channel": self.channel,
+            "events": list(self.events),
+            "authorization": dict(self.authorization),
+        }
+
+    def encode(self) -> str:
+        return compact_json(self.to_json())
+
+
+ClientFrame = Union[ConnectionInit, Subscribe, Unsubscribe, Publish]
+
+
+# ------------------------------------------------------------------------------------------ server frames
+@dataclass(frozen=True)
+class ConnectionAck:
+    connection_timeout_ms: int = DEFAULT_CONNECTION_TIMEOUT_MS
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "connection_ack", "connectionTimeoutMs": self.connection_timeout_ms}
+
+
+@dataclass(frozen=True)
+class ConnectionError:  # the protocol's name (shadows the builtin here only); not an exception
+    errors: tuple[ServiceErrorDetail, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "connection_error", "errors": [e.to_json() for e in self.errors]}
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "ka"}
+
+
+@dataclass(frozen=True)
+class SubscribeSuccess:
+    id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "subscribe_success", "id": self.id}
+
+
+@dataclass(frozen=True)
+class SubscribeError:
+    id: str
+    errors: tuple[ServiceErrorDetail, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "subscribe_error", "id": self.id, "errors": [e.to_json() for e in self.errors]}
+
+
+@dataclass(frozen=True)
+class Data:
+    """One event delivered to subscription `id`; `event` is decoded, `raw` is the JSON string as sent."""
+
+    id: str
+    event: Any
+    raw: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "data", "id": self.id, "event": self.raw}
+
+
+@dataclass(frozen=True)
+class BroadcastError:
+    id: str
+    errors: tuple[ServiceErrorDetail, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "broadcast_error", "id": self.id, "errors": [e.to_json() for e in self.errors]}
+
+
+@dataclass(frozen=True)
+class UnsubscribeSuccess:
+    id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "unsubscribe_success", "id": self.id}
+
+
+@dataclass(frozen=True)
+class UnsubscribeError:
+    id: str
+    errors: tuple[ServiceErrorDetail, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "unsubscribe_error", "id": self.id, "errors": [e.to_json() for e in self.errors]}
+
+
+@dataclass(frozen=True)
+class PublishedEntry:
+    identifier: str
+    index: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"identifier": self.identifier, "index": self.index}
+
+
+@dataclass(frozen=True)
+class FailedEntry:
+    """An event the service (or the client, `local=True`) refused; `index` is in the caller's list."""
+
+    identifier: str | None
+    index: int
+    code: int | str | None
+    message: str
+    local: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"identifier": self.identifier, "index": self.index, "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class PublishSuccess:
+    id: str
+    successful: tuple[PublishedEntry, ...]
+    failed: tuple[FailedEntry, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "publish_success",
+            "id": self.id,
+            "successful": [e.to_json() for e in self.successful],
+            "failed": [e.to_json() for e in self.failed],
+        }
+
+
+@dataclass(frozen=True)
+class PublishError:
+    id: str
+    errors: tuple[ServiceErrorDetail, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "publish_error", "id": self.id, "errors": [e.to_json() for e in self.errors]}
+
+
+@dataclass(frozen=True)
+class Error:
+    """A generic `error` frame; `id` is set when it answers a particular request."""
+
+    id: str | None
+    errors: tuple[ServiceErrorDetail, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "error", "errors": [e.to_json() for e in self.errors]}
+        if self.id is not None:
+            out["id"] = self.id
+        return out
+
+
+ServerFrame = Union[
+    ConnectionAck,
+    ConnectionError,
+    KeepAlive,
+    SubscribeSuccess,
+    SubscribeError,
+    Data,
+    BroadcastError,
+    UnsubscribeSuccess,
+    UnsubscribeError,
+    PublishSuccess,
+    PublishError,
+    Error,
+]
+
+# Frames that answer a client request, matched by `id`.
+ReplyFrame = Union[
+    SubscribeSuccess, SubscribeError, UnsubscribeSuccess, UnsubscribeError, PublishSuccess, PublishError
+]
+
+
+def encode_server_frame(frame: ServerFrame) -> str:
+    return compact_json(frame.to_json())
+
+
+# ------------------------------------------------------------------------------------------ parsing
+def _bad(what: str) -> RemoteProtocolError:
+    return RemoteProtocolError(f"malformed AppSync frame: {what}")
+
+
+def _load_object(text: str | bytes, side: str) -> dict[str, Any]:
+    if isinstance(text, bytes):
+        raise _bad(f"{side} sent a binary frame; AppSync Events frames are JSON text")
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise _bad(f"not JSON ({exc}): {text[:80]!r}") from None
+    if not isinstance(obj, dict):
+        raise _bad(f"expected a JSON object, got {type(obj).__name__}")
+    if not isinstance(obj.get("type"), str):
+        raise _bad("no string `type` field")
+    return obj
+
+
+def _str(obj: Mapping[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        raise _bad(f"`{obj.get('type')}` needs a non-empty string `{key}`")
+    return value
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(f"{what} must be an integer, got {value!r}")
+    return value
+
+
+def parse_errors(value: Any) -> tuple[ServiceErrorDetail, ...]:
+    """Parse a server `errors` list; raises RemoteProtocolError when it is not one."""
+    if not isinstance(value, list):
+        raise _bad("`errors` must be a list")
+    out = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise _bad("each `errors` entry must be an object")
+        etype = item.get("errorType")
+        msg = item.get("message", "")
+        code = item.get("errorCode")
+        if not isinstance(etype, str) or not etype or not isinstance(msg, str):
+            raise _bad(f"an `errors` entry needs a string errorType and message: {item!r}")
+        if code is not None and (isinstance(code, bool) or not isinstance(code, (int, str))):
+            raise _bad(f"`errorCode` must be an integer or string: {item!r}")
+        out.append(ServiceErrorDetail(etype, msg, code))
+    return tuple(out)
+
+
+def parse_publish_entries(obj: Mapping[str, Any]) -> tuple[tuple[PublishedEntry, ...], tuple[FailedEntry, ...]]:
+    """The `successful` / `failed` lists of a publish answer (WebSocket frame or HTTP 200 body).
+
+    A failed entry carries `code`/`message` or `errorCode`/`errorMessage`: both are accepted.
+    """
+    ok_raw, failed_raw = obj.get("successful", []), obj.get("failed", [])
+    if not isinstance(ok_raw, list) or not isinstance(failed_raw, list):
+        raise _bad("`successful` and `failed` must be lists")
+    successful = []
+    for item in ok_raw:
+        if not isinstance(item, dict) or not isinstance(item.get("identifier"), str):
+            raise _bad(f"a `successful` entry needs a string identifier: {item!r}")
+        successful.append(PublishedEntry(item["identifier"], _int(item.get("index"), "`index`")))
+    failed = []
+    for item in failed_raw:
+        if not isinstance(item, dict):
+            raise _bad(f"a `failed` entry must be an object: {item!r}")
+        ident = item.get("identifier")
+        code = item.get("code", item.get("errorCode"))
+        msg = item.get("message", item.get("errorMessage", ""))
+        if ident is not None and not isinstance(ident, str):
+            raise _bad(f"a `failed` entry's identifier must be a string: {item!r}")
+        if code is not None and (isinstance(code, bool) or not isinstance(code, (int, str))):
+            raise _bad(f"a `failed` entry's code must be an integer or string: {item!r}")
+        if not isinstance(msg, str):
+            raise _bad(f"a `failed` entry's message must be a string: {item!r}")
+        failed.append(FailedEntry(ident, _int(item.get("index"), "`index`"), code, msg))
+    return tuple(successful), tuple(failed)
+
+
+def _parse_ack(obj: Mapping[str, Any]) -> ConnectionAck:
+    timeout = obj.get("connectionTimeoutMs")
+    if timeout is None:
+        payload = obj.get("payload")
+        if isinstance(payload, dict):
+            timeout = payload.get("connectionTimeoutMs")
+    if timeout is None:
+        return ConnectionAck()
+    timeout = _int(timeout, "`connectionTimeoutMs`")
+    if timeout <= 0:
+        raise _bad(f"`connectionTimeoutMs` must be positive, got {timeout}")
+    return ConnectionAck(timeout)
+
+
+def _parse_data(obj: Mapping[str, Any]) -> Data:
+    raw = obj.get("event")
+    if not isinstance(raw, str):
+        raise _bad("`data.event` must be a JSON-encoded string")
+    try:
+        event = json.loads(raw)
+    except ValueError as exc:
+        raise _bad(f"`data.event` is not valid JSON ({exc})") from None
+    return Data(_str(obj, "id"), event, raw)
+
+
+def _parse_publish_success(obj: Mapping[str, Any]) -> PublishSuccess:
+    successful, failed = parse_publish_entries(obj)
+    return PublishSuccess(_str(obj, "id"), successful, failed)
+
+
+def _parse_error(obj: Mapping[str, Any]) -> Error:
+    fid = obj.get("id")
+    if fid is not None and not isinstance(fid, str):
+        raise _bad("`error.id` must be a string")
+    return Error(fid or None, parse_errors(obj.get("errors")))
+
+
+_SERVER_PARSERS = {
+    "connection_ack": _parse_ack,
+    "connection_error": lambda o: ConnectionError(parse_errors(o.get("errors"))),
+    "ka": lambda o: KeepAlive(),
+    "subscribe_success": lambda o: SubscribeSuccess(_str(o, "id")),
+    "subscribe_error": lambda o: SubscribeError(_str(o, "id"), parse_errors(o.get("errors"))),
+    "data": _parse_data,
+    "broadcast_error": lambda o: BroadcastError(_str(o, "id"), parse_errors(o.get("errors"))),
+    "unsubscribe_success": lambda o: UnsubscribeSuccess(_str(o, "id")),
+    "unsubscribe_error": lambda o: UnsubscribeError(_str(o, "id"), parse_errors(o.get("errors"))),
+    "publish_success": _parse_publish_success,
+    "publish_error": lambda o: PublishError(_str(o, "id"), parse_errors(o.get("errors"))),
+    "error": _parse_error,
+}
+
+
+def parse_server_frame(text: str | bytes) -> ServerFrame:
+    """Parse one frame the server sent. Raises RemoteProtocolError on anything malformed or unknown."""
+    obj = _load_object(text, "the server")
+    parser = _SERVER_PARSERS.get(obj["type"])
+    if parser is None:
+        raise _bad(f"unknown frame type {obj['type']!r}")
+    return parser(obj)
+
+
+def _authorization(obj: Mapping[str, Any]) -> dict[str, str]:
+    auth = obj.get("authorization")
+    if not isinstance(auth, dict) or not all(isinstance(v, str) for v in auth.values()):
+        raise _bad(f"`{obj['type']}` needs an `authorization` object of strings")
+    return auth
+
+
+def _parse_publish(obj: Mapping[str, Any]) -> Publish:
+    events = obj.get("events")
+    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+        raise _bad("`publish.events` must be a list of JSON-encoded strings")
+    return Publish(_str(obj, "channel"), events, _authorization(obj), _str(obj, "id"))
+
+
+_CLIENT_PARSERS = {
+    "connection_init": lambda o: ConnectionInit(),
+    "subscribe": lambda o: Subscribe(_str(o, "channel"), _authorization(o), _str(o, "id")),
+    "unsubscribe": lambda o: Unsubscribe(_str(o, "id")),
+    "publish": _parse_publish,
+}
+
+
+def parse_client_frame(text: str | bytes) -> ClientFrame:
+    """Parse one frame a client sent (the server's side). Raises RemoteProtocolError."""
+    obj = _load_object(text, "the client")
+    parser = _CLIENT_PARSERS.get(obj["type"])
+    if parser is None:
+        raise _bad(f"unknown frame type {obj['type']!r}")
+    return parser(obj)
