@@ -34,12 +34,13 @@ from __future__ import annotations
 import difflib
 import re
 import sys
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
+
+import tomllib
 
 from stub_runtime.errors import LivelambdaError
 
@@ -296,10 +297,14 @@ class _Parser:
         self.check_keys(data, _DASHBOARD_KEYS, "dashboard.")
         port = data.get("port", DEFAULT_DASHBOARD_PORT)
         if not _is_int(port) or not 0 <= port <= 65535:
-            raise self.fail("dashboard.port", f"must be a port number 0-65535 (0: any free port), got {_show(port)}")
+            raise self.fail(
+                "dashboard.port", f"must be a port number 0-65535 (0: any free port), got {_show(port)}"
+            )
         keep = data.get("keep", DEFAULT_KEEP)
         if not _is_int(keep) or keep < 1:
-            raise self.fail("dashboard.keep", f"must be a whole number of invocations >= 1, got {_show(keep)}")
+            raise self.fail(
+                "dashboard.keep", f"must be a whole number of invocations >= 1, got {_show(keep)}"
+            )
         return DashboardConfig(port=port, keep=keep)
 
     def function(self, name: str, data: Any) -> FunctionConfig:
@@ -342,7 +347,11 @@ class _Parser:
             return Path(sys.executable)
         path = (self.root / Path(text).expanduser()).absolute()
         if path.is_dir():
-            for candidate in (path / "bin" / "python", path / "bin" / "python3", path / "Scripts" / "python.exe"):
+            for candidate in (
+                path / "bin" / "python",
+                path / "bin" / "python3",
+                path / "Scripts" / "python.exe",
+            ):
                 if candidate.exists():
                     return candidate
             raise self.fail(
@@ -351,7 +360,8 @@ class _Parser:
             )
         if not path.exists():
             raise self.fail(
-                f"{where}python", f"is {text!r} but {path} does not exist; give a virtualenv or an interpreter"
+                f"{where}python",
+                f"is {text!r} but {path} does not exist; give a virtualenv or an interpreter",
             )
         return path
 
@@ -375,18 +385,22 @@ class _Parser:
         value = data.get("environment", {})
         key = f"{where}environment"
         if not isinstance(value, dict):
-            raise self.fail(key, f"must be a table of strings, e.g. {{ LOG_LEVEL = \"debug\" }}, got {_show(value)}")
+            raise self.fail(
+                key, f'must be a table of strings, e.g. {{ LOG_LEVEL = "debug" }}, got {_show(value)}'
+            )
         env: dict[str, str] = {}
         for name, text in value.items():
             if not _ENV_NAME_RE.match(name):
                 raise self.fail(
-                    f"{key}.{name}", "is not a valid variable name; use letters, digits and _, starting with a letter"
+                    f"{key}.{name}",
+                    "is not a valid variable name; use letters, digits and _, starting with a letter",
                 )
             if name in RESERVED_ENV:
                 raise self.fail(f"{key}.{name}", "is reserved by Lambda; choose another name")
             if not isinstance(text, str):
                 raise self.fail(
-                    f"{key}.{name}", f"must be a string (Lambda's are), got {_show(text)}; quote it: \"{text}\""
+                    f"{key}.{name}",
+                    f'must be a string (Lambda\'s are), got {_show(text)}; quote it: "{text}"',
                 )
             env[name] = text
         return env

@@ -7,11 +7,12 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 Status = Literal["running", "ok", "handler_error", "timeout", "crashed", "init_error", "livelambda_error"]
 Source = Literal["live", "replay", "local"]
+_PAYLOAD_FIELDS = frozenset({"event", "response", "logs", "stack_trace"})
 
 
 @dataclass
@@ -41,10 +42,11 @@ class InvocationRecord:
     timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        """The fields the feed needs, without the payloads."""
-        return {
-            k: v for k, v in asdict(self).items() if k not in ("event", "response", "logs", "stack_trace")
-        }
+        """The fields the feed needs, without the payloads (not copied: asdict() would deep-copy a
+        6 MB event, ~0.5 s, for every feed update)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _PAYLOAD_FIELDS}
+        out["timings"] = dict(self.timings)
+        return out
 
     def full(self) -> dict[str, Any]:
         return asdict(self)
