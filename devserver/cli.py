@@ -24,6 +24,11 @@ def _add_cloud(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--region", default="us-east-1")
     p.add_argument("--ka-interval", type=float, default=60.0, help="seconds between keep-alive frames")
     p.add_argument("--app", type=Path, help="app directory whose functions the Lambda emulator serves")
+    p.add_argument(
+        "--ready-file",
+        type=Path,
+        help="once listening, write the endpoints, port and API key to this file as JSON (for tests)",
+    )
 
 
 def _run_cloud(args: argparse.Namespace) -> int:
@@ -44,6 +49,7 @@ def _run_cloud(args: argparse.Namespace) -> int:
         region=args.region,
         ka_interval_s=args.ka_interval,
         app_dir=args.app,
+        extra={"ready_file": str(args.ready_file)} if args.ready_file else {},
     )
     return serve(options)
 

@@ -1,0 +1,212 @@
+"""The Lambda service of `livelambda cloud`: the app's functions, each served by a pool of sandboxes
+(worker processes running awslambdaric) that freeze when idle, thaw on use and are recycled after
+an idle period, like Lambda's execution environments.
+
+Live mode (`LiveMode`) runs livelambda's stub in place of every function's handler, as `aws up` does
+to a real function: the stub's handler string, settings and import path are applied to all functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devserver.config import FunctionConfig, load_config
+from devserver.runtime.invocation import InvocationOutcome, InvocationRequest, function_arn
+from devserver.runtime.launcher import Launcher
+from devserver.runtime.pool import WorkerPool
+from stub_runtime.errors import LivelambdaError
+
+DEFAULT_CONCURRENCY = 10
+DEFAULT_IDLE_RECYCLE_S = 300.0
+LOG_TAIL_BYTES = 4096
+
+
+class FunctionNotFound(LivelambdaError):
+    error_type = "ResourceNotFoundException"
+
+
+@dataclass(frozen=True)
+class LiveMode:
+    """What `aws up` would change on every function: the handler becomes livelambda's stub."""
+
+    handler: str = "stub_runtime.handler.handler"
+    env: Mapping[str, str] = field(default_factory=dict)
+    pythonpath: tuple[str, ...] = ()
+
+
+class LambdaEmulator:
+    def __init__(
+        self,
+        functions: Mapping[str, FunctionConfig],
+        live: LiveMode | None = None,
+        *,
+        region: str = "us-east-1",
+        account: str = "000000000000",
+        concurrency: int = DEFAULT_CONCURRENCY,
+        concurrency_limits: Mapping[str, int] | None = None,
+        freeze_idle: bool = True,
+        idle_recycle_s: float | None = DEFAULT_IDLE_RECYCLE_S,
+        launcher: Launcher | None = None,
+    ) -> None:
+        self.functions = dict(functions)
+        self.live = live
+        self.region = region
+        self.account = account
+        self.concurrency = concurrency
+        self.concurrency_limits = dict(concurrency_limits or {})
+        self.freeze_idle = freeze_idle
+        self.idle_recycle_s = idle_recycle_s
+        self._launcher = launcher
+        self._pools: dict[str, WorkerPool] = {}
+        self._background: set[asyncio.Task[InvocationOutcome]] = set()
+        self.async_invocations = 0
+
+    @classmethod
+    def from_app(cls, app_dir: Path, live: LiveMode | None = None, **options: Any) -> LambdaEmulator:
+        """The functions of the app in `app_dir` (raises ConfigError)."""
+        config = load_config(app_dir)
+        if config.region and "region" not in options:
+            options["region"] = config.region
+        return cls(config.functions, live, **options)
+
+    def arn(self, name: str) -> str:
+        return function_arn(name, self.region, self.account)
+
+    def limit(self, name: str) -> int:
+        return self.concurrency_limits.get(name, self.concurrency)
+
+    def pool(self, name: str) -> WorkerPool:
+        """The sandboxes of function `name` (raises FunctionNotFound)."""
+        pool = self._pools.get(name)
+        if pool is not None:
+            return pool
+        function = self.functions.get(name)
+        if function is None:
+            raise FunctionNotFound(f"Function not found: {self.arn(name)}")
+        live = self.live
+        pool = WorkerPool(
+            function,
+            launcher=self._launcher,
+            region=self.region,
+            account=self.account,
+            max_workers=self.limit(name),
+            queue=False,
+            freeze_idle=self.freeze_idle,
+            idle_recycle_s=self.idle_recycle_s,
+            handler=live.handler if live else None,
+            extra_env=live.env if live else None,
+            extra_pythonpath=live.pythonpath if live else (),
+        )
+        self._pools[name] = pool
+        return pool
+
+    async def invoke(
+        self, name: str, payload: bytes, *, client_context: str | None = None, request_id: str | None = None
+    ) -> InvocationOutcome:
+        """A synchronous invocation. Raises FunctionNotFound, or TooManyRequests past the function's
+        concurrency limit."""
+        request = InvocationRequest(payload=payload, client_context=client_context)
+        if request_id:
+            request.request_id = request_id
+        return await self.pool(name).invoke(request, queue=False)
+
+    def invoke_async(self, name: str, payload: bytes, *, client_context: str | None = None) -> str:
+        """An `Event` invocation: queued (never throttled), run in the background; its request id."""
+        pool = self.pool(name)
+        request = InvocationRequest(payload=payload, client_context=client_context)
+        task = asyncio.ensure_future(pool.invoke(request, queue=True))
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+        self.async_invocations += 1
+        return request.request_id
+
+    def _background_done(self, task: asyncio.Task[InvocationOutcome]) -> None:
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failed Event invocation is counted by its pool, not raised
+
+    async def set_live(self, live: LiveMode | None) -> None:
+        """Switch live mode on or off; running sandboxes are replaced on their next invocation."""
+        self.live = live
+        pools, self._pools = self._pools, {}
+        await asyncio.gather(*(p.close() for p in pools.values()), return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Wait for running invocations, Event ones included."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*(p.drain() for p in self._pools.values()))
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._background, return_exceptions=True)
+        pools, self._pools = self._pools, {}
+        await asyncio.gather(*(p.close() for p in pools.values()), return_exceptions=True)
+
+    def stats(self) -> dict[str, Any]:
+        """Per function: sandboxes (pid, state, invocations served), invocations, cold starts."""
+        functions: dict[str, Any] = {}
+        for name in self.functions:
+            pool = self._pools.get(name)
+            if pool is None:
+                entry: dict[str, Any] = {"invocations": 0, "cold_starts": 0, "throttles": 0, "errors": 0}
+                entry["sandboxes"] = []
+            else:
+                entry = asdict(pool.stats())
+                del entry["function"]
+            entry["concurrency_limit"] = self.limit(name)
+            functions[name] = entry
+        return {
+            "functions": functions,
+            "live": self.live is not None,
+            "async_invocations": self.async_invocations,
+        }
+
+
+def report_log(outcome: InvocationOutcome, function: FunctionConfig) -> str:
+    """The invocation's log as CloudWatch shows it: START, the output, END and REPORT."""
+    rid = outcome.request_id
+    lines: list[str] = []
+    if outcome.status == "init_error" and outcome.cold:
+        init = f"{outcome.init_duration_ms:.2f} ms" if outcome.init_duration_ms is not None else "unknown"
+        status = f"Status: error\tError Type: {outcome.error_type}"
+        lines.append(f"INIT_REPORT Init Duration: {init}\tPhase: init\t{status}\n")
+    lines.append(f"START RequestId: {rid} Version: $LATEST\n")
+    text = outcome.logs
+    if text and not text.endswith("\n"):
+        text += "\n"
+    lines.append(text)
+    if outcome.status == "timeout":
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        message = outcome.error().get("errorMessage", "")
+        lines.append(f"{stamp} {rid} {str(message).split(' Error: ', 1)[-1]}\n")
+    elif outcome.status == "crashed":
+        lines.append(f"{outcome.error().get('errorMessage', '')}\n{outcome.error_type}\n")
+    lines.append(f"END RequestId: {rid}\n")
+    report = (
+        f"REPORT RequestId: {rid}\tDuration: {outcome.duration_ms:.2f} ms\t"
+        f"Billed Duration: {max(1, math.ceil(outcome.duration_ms))} ms\t"
+        f"Memory Size: {function.memory} MB\tMax Memory Used: {outcome.max_memory_mb or 0} MB\t"
+    )
+    if outcome.cold and outcome.init_duration_ms is not None:
+        report += f"Init Duration: {outcome.init_duration_ms:.2f} ms\t"
+    if outcome.status == "timeout":
+        report += "Status: timeout"
+    lines.append(report + "\n")
+    return "".join(lines)
+
+
+def log_result(log: str) -> str:
+    """`X-Amz-Log-Result`: base64 of the last 4 KB of the log."""
+    data = log.encode("utf-8")[-LOG_TAIL_BYTES:]
+    return base64.b64encode(data.decode("utf-8", errors="ignore").encode("utf-8")).decode("ascii")

@@ -1,0 +1,154 @@
+"""`livelambda cloud`: one FastAPI app on loopback serving the AppSync Events emulator and the Lambda
+Invoke API, run by uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from devserver.cloud.appsync_emulator import AppSyncEmulator, build_router
+from devserver.cloud.options import CloudOptions
+
+log = logging.getLogger("livelambda.cloud")
+
+
+def mount_lambda(app: FastAPI, options: CloudOptions) -> None:
+    """The Lambda emulator's place in the app: the Invoke API
+    (`POST /2015-03-31/functions/{name}/invocations`) and its sandboxes, see lambda_api.py."""
+    from devserver.cloud.lambda_api import mount
+
+    mount(app, options)
+
+
+def create_app(options: CloudOptions) -> FastAPI:
+    """The whole `livelambda cloud` app. `options.api_key` must be set (serve() generates one)."""
+    app = FastAPI(title="livelambda cloud", docs_url=None, redoc_url=None, openapi_url=None)
+    emulator = AppSyncEmulator(options)
+    app.state.appsync = emulator
+    app.state.options = options
+    app.include_router(build_router(emulator))
+    mount_lambda(app, options)
+    return app
+
+
+def generate_api_key() -> str:
+    """A key shaped like AppSync's (`da2-` and 26 lowercase letters and digits)."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return "da2-" + "".join(secrets.choice(alphabet) for _ in range(26))
+
+
+class _Server(uvicorn.Server):
+    """uvicorn.Server that reports once its sockets listen, so that `--port 0` can print the real port."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[int], None]) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            port = self.servers[0].sockets[0].getsockname()[1]
+            self._on_ready(port)
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived (after uvicorn's graceful shutdown)."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
+class _SpuriousHandshakeError(logging.Filter):
+    """uvicorn's websockets-sansio protocol logs "ASGI callable returned without completing handshake."
+    after the app refused a handshake with an HTTP response (the denial extension), although that
+    response went out. We refuse handshakes on purpose (fault injection), so drop that line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("ASGI callable returned without completing handshake")
+
+
+def serve(options: CloudOptions) -> int:
+    """Run `livelambda cloud` until Ctrl+C or SIGTERM; return the exit status."""
+    if options.api_key is None:
+        options = dataclasses.replace(options, api_key=generate_api_key())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app(options)
+    # uvicorn binds the socket itself: a socket handed to it would lack TCP_NODELAY (~88 ms a call).
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+    )
+    logging.getLogger("uvicorn.error").addFilter(_SpuriousHandshakeError())
+    server = _Server(config, on_ready=lambda port: _announce(options, port))
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: turn both into a
+    # clean exit rather than a traceback or a death by signal.
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        asyncio.run(server.serve())
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    except SystemExit:  # uvicorn exits this way when it cannot bind; it logged why
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not server.started:
+        print(f"livelambda cloud: could not listen on {options.host}:{options.port}", file=sys.stderr)
+        return 1
+    print("livelambda cloud: stopped", file=sys.stderr)
+    return 0
+
+
+def _announce(options: CloudOptions, port: int) -> None:
+    host = f"{options.host}:{port}"
+    info = {
+        "pid": os.getpid(),
+        "port": port,
+        "host": host,
+        "http_url": f"http://{host}/event",
+        "realtime_url": f"ws://{host}/event/realtime",
+        "api_key": options.api_key,
+        "region": options.region,
+        "namespaces": list(options.namespaces),
+        "iam_access_key_ids": [c.access_key_id for c in options.iam_credentials],
+    }
+    _print_banner(info)
+    ready_file = options.extra.get("ready_file")
+    if ready_file:
+        # Written whole, then renamed, so a reader never sees half a file.
+        path = Path(ready_file)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(path)
+
+
+def _print_banner(info: dict[str, Any]) -> None:
+    from rich.console import Console  # imported late: only the banner needs it
+
+    console = Console(highlight=False)
+    iam = ", ".join(info["iam_access_key_ids"]) or "none (pass --iam-credentials AKID:SECRET)"
+    console.print("[bold]livelambda cloud[/bold] is listening (AppSync Events emulator)")
+    console.print(f"  HTTP publish  [cyan]{info['http_url']}[/cyan]")
+    console.print(f"  realtime      [cyan]{info['realtime_url']}[/cyan]")
+    console.print(f"  API key       {info['api_key']}")
+    console.print(f"  namespaces    {', '.join(info['namespaces'])}")
+    console.print(f"  IAM keys      {iam}  (region {info['region']})")
+    console.print(f"  stats         http://{info['host']}/_livelambda/stats")
+    console.print("Press Ctrl+C to stop.")
+    sys.stdout.flush()

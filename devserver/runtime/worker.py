@@ -1,0 +1,483 @@
+"""One worker: a process running the real `awslambdaric`, behind its own Runtime API endpoint, with
+Lambda's semantics for one sandbox.
+
+- Init happens once, when the process starts: the handler module is imported, then the runtime asks
+  for work. An init error (`Runtime.ImportModuleError`, `Runtime.HandlerNotFound`, ...) is what the
+  first invocation gets; the process then exits and the worker is dead.
+- One invocation at a time. The function's timeout starts when the runtime receives the event; at
+  the deadline the process group is killed and the outcome is `Sandbox.Timedout`.
+- A process that dies mid-invocation gives `Runtime.ExitError` ("signal: segmentation fault").
+- With `freeze_when_idle`, the process group is stopped (SIGSTOP) as soon as the runtime asks for the
+  next event and none is waiting, and continued (SIGCONT) when one comes, as Lambda freezes sandboxes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import dataclasses
+import itertools
+import json
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from devserver.config import FunctionConfig
+from devserver.runtime.environment import lambda_environment
+from devserver.runtime.invocation import (
+    MAX_RESPONSE_BYTES,
+    InvocationOutcome,
+    InvocationRequest,
+    Status,
+    error_payload,
+    exit_payload,
+    function_arn,
+    timeout_payload,
+)
+from devserver.runtime.launcher import (
+    Launcher,
+    LaunchError,
+    LaunchSpec,
+    ProcessHandle,
+    SubprocessLauncher,
+    kill_group,
+)
+from devserver.runtime.logs import DEFAULT_LOG_LIMIT, LogBuffer, PipeReader
+from devserver.runtime.runtime_api import RuntimeApiServer
+from stub_runtime.errors import LivelambdaError
+
+WorkerState = Literal["new", "starting", "idle", "busy", "frozen", "dead"]
+
+DEFAULT_INIT_TIMEOUT_S = 10.0  # Lambda's limit for the init phase of an on-demand function
+_KILL_WAIT_S = 5.0
+_ids = itertools.count(1)
+_running: set[int] = set()  # process groups of started workers that have not exited
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """A safety net: worker processes lead their own sessions and would outlive an interpreter that
+    exits without stopping them (a frozen one would stay stopped forever)."""
+    for pid in list(_running):
+        kill_group(pid, signal.SIGKILL)
+
+
+class WorkerBusy(LivelambdaError):
+    """A worker runs one invocation at a time; the caller (the pool) broke that rule."""
+
+    error_type = "Livelambda.WorkerBusy"
+
+
+@dataclass
+class _Inflight:
+    request: InvocationRequest
+    done: asyncio.Future[tuple[Status, bytes, str | None]]
+    delivered_at: float | None = None  # monotonic
+
+
+class Worker:
+    def __init__(
+        self,
+        function: FunctionConfig,
+        *,
+        launcher: Launcher | None = None,
+        region: str = "us-east-1",
+        account: str = "000000000000",
+        handler: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        extra_pythonpath: Sequence[str] = (),
+        freeze_when_idle: bool = False,
+        init_timeout_s: float = DEFAULT_INIT_TIMEOUT_S,
+        log_limit: int = DEFAULT_LOG_LIMIT,
+        worker_id: str | None = None,
+    ) -> None:
+        self.function = function
+        self.id = worker_id or f"{function.name}-{next(_ids)}"
+        self.handler = handler or function.handler
+        self.region = region
+        self.arn = function_arn(function.name, region, account)
+        self.freeze_when_idle = freeze_when_idle
+        self.init_timeout_s = init_timeout_s
+        self.invocations = 0  # invocations this worker has run (or tried to)
+        self.idle_since = time.monotonic()
+        self.returncode: int | None = None
+        self._launcher: Launcher = launcher or SubprocessLauncher()
+        self._extra_env = dict(extra_env or {})
+        self._extra_pythonpath = tuple(extra_pythonpath)
+        self._log_limit = log_limit
+        self._logs = LogBuffer(log_limit)
+        self._server = RuntimeApiServer(self)
+        self._proc: ProcessHandle | None = None
+        self._reader: PipeReader | None = None
+        self._exit_task: asyncio.Task[None] | None = None
+        self._exited = asyncio.Event()
+        self._poll: asyncio.Future[InvocationRequest] | None = None  # the runtime's pending GET /next
+        self._polled = asyncio.Event()
+        self._inflight: _Inflight | None = None
+        self._init_error: tuple[bytes, str | None] | None = None
+        self._launched_at: float | None = None
+        self._ready_at: float | None = None
+        self._frozen = False
+        self._started = False
+        self._stopping = False
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def alive(self) -> bool:
+        """Started, and neither exited, nor failed its init, nor being stopped."""
+        return self._started and not self._exited.is_set() and not self._stopping and self._init_error is None
+
+    @property
+    def busy(self) -> bool:
+        return self._inflight is not None
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    @property
+    def ready(self) -> bool:
+        """The runtime has loaded the handler and waits for an event."""
+        return self._poll is not None
+
+    @property
+    def state(self) -> WorkerState:
+        if not self._started:
+            return "new"
+        if not self.alive:
+            return "dead"  # exited, init failed, or stopping
+        if self.busy:
+            return "busy"
+        if self._frozen:
+            return "frozen"
+        return "idle" if self._ready_at is not None else "starting"
+
+    @property
+    def init_duration_ms(self) -> float | None:
+        if self._launched_at is None or self._ready_at is None:
+            return None
+        return (self._ready_at - self._launched_at) * 1000
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the Runtime API and the process. Init runs in the background; see `wait_ready`."""
+        if self._started:
+            return
+        await self._server.start()
+        env = lambda_environment(
+            self.function,
+            runtime_api=self._server.address,
+            region=self.region,
+            handler=self.handler,
+            extra_env=self._extra_env,
+            extra_pythonpath=self._extra_pythonpath,
+        )
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        spec = LaunchSpec(
+            python=self.function.python,
+            handler=self.handler,
+            cwd=self.function.source,
+            env=env,
+            stdout=out_w,
+            stderr=err_w,
+        )
+        self._launched_at = time.monotonic()
+        try:
+            self._proc = await self._launcher.launch(spec)
+        except BaseException:
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
+            await self._server.close()
+            raise
+        os.close(out_w)
+        os.close(err_w)
+        self._reader = PipeReader([out_r, err_r], self._logs_write)
+        self._started = True
+        _running.add(self._proc.pid)
+        self._exit_task = asyncio.create_task(self._watch_exit(self._proc), name=f"worker {self.id} exit")
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the runtime has loaded the handler and asks for work. False if it failed to (init
+        error, exit) or did not within `timeout`; the next invocation then reports why."""
+        if self.ready:
+            return True
+        polled = asyncio.ensure_future(self._polled.wait())
+        exited = asyncio.ensure_future(self._exited.wait())
+        try:
+            await asyncio.wait({polled, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            polled.cancel()
+            exited.cancel()
+        return self.ready
+
+    def freeze(self) -> None:
+        """Stop the process group (SIGSTOP), as Lambda freezes an idle sandbox."""
+        if (
+            self.alive
+            and not self._frozen
+            and self._proc is not None
+            and kill_group(self._proc.pid, signal.SIGSTOP)
+        ):
+            self._frozen = True
+
+    def thaw(self) -> None:
+        if self._frozen and self._proc is not None:
+            kill_group(self._proc.pid, signal.SIGCONT)
+            self._frozen = False
+
+    async def stop(self) -> None:
+        """Kill the process group and release the endpoint. Safe to call more than once."""
+        self._stopping = True
+        if self._proc is not None and not self._exited.is_set():
+            kill_group(self._proc.pid, signal.SIGKILL)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._exited.wait(), _KILL_WAIT_S)
+        self._frozen = False
+        if self._poll is not None and not self._poll.done():
+            self._poll.cancel()
+        await self._server.close()
+        if self._exit_task is not None and not self._exit_task.done():
+            self._exit_task.cancel()
+        if self._reader is not None:
+            self._reader.close()
+
+    # -- invoking ------------------------------------------------------------------------------
+
+    async def invoke(self, request: InvocationRequest) -> InvocationOutcome:
+        """Run one invocation to its end: result, handler error, init error, timeout or crash."""
+        if self._inflight is not None:
+            raise WorkerBusy(
+                f"worker {self.id} is already running request {self._inflight.request.request_id}"
+            )
+        if not self._started:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        inflight = _Inflight(request, loop.create_future())
+        self._inflight = inflight
+        cold = self.invocations == 0
+        self.invocations += 1
+        try:
+            status, payload, error_type = await self._run(inflight)
+        except asyncio.CancelledError:
+            # The caller gave up mid-invocation: the runtime holds an event nobody waits for.
+            if self._proc is not None:
+                kill_group(self._proc.pid, signal.SIGKILL)
+            self._inflight = None
+            raise
+        return self._finish(inflight, status, payload, error_type, cold)
+
+    async def _run(self, inflight: _Inflight) -> tuple[Status, bytes, str | None]:
+        request = inflight.request
+        if self._init_error is not None:
+            return "init_error", *self._init_error
+        if self._exited.is_set() or self._stopping:
+            return (
+                "crashed",
+                exit_payload(request.request_id, self.returncode or -signal.SIGKILL),
+                "Runtime.ExitError",
+            )
+        self.thaw()
+        # 1. Wait for the runtime to ask for work (it is loading the handler on a cold start).
+        if self._poll is None:
+            wait_s = self.init_timeout_s
+            if request.deadline_ms is not None:
+                wait_s = min(wait_s, max(0.0, request.deadline_ms / 1000 - time.time()))
+            polled = asyncio.ensure_future(self._polled.wait())
+            try:
+                await asyncio.wait(
+                    {polled, inflight.done}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                polled.cancel()
+            if inflight.done.done():
+                return inflight.done.result()
+            if self._poll is None:
+                await self._kill()
+                if inflight.done.done() and inflight.done.result()[0] == "init_error":
+                    return inflight.done.result()
+                return "timeout", timeout_payload(request.request_id, wait_s), "Sandbox.Timedout"
+        # 2. Hand the event over, with the deadline the runtime will see.
+        timeout_s = self.function.timeout
+        now = time.time()
+        deadline_s = now + timeout_s
+        if request.deadline_ms is not None and request.deadline_ms / 1000 < deadline_s:
+            deadline_s = request.deadline_ms / 1000
+            timeout_s = max(0.0, deadline_s - now)
+        delivered = dataclasses.replace(
+            request,
+            deadline_ms=int(deadline_s * 1000),
+            invoked_function_arn=request.invoked_function_arn or self.arn,
+        )
+        inflight.delivered_at = time.monotonic()
+        poll, self._poll = self._poll, None
+        self._polled.clear()
+        assert poll is not None
+        if not poll.done():
+            poll.set_result(delivered)
+        # 3. Wait for the answer, the end of the process, or the deadline.
+        try:
+            return await asyncio.wait_for(asyncio.shield(inflight.done), timeout=timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        if inflight.done.done():
+            return inflight.done.result()
+        await self._kill()
+        return "timeout", timeout_payload(request.request_id, timeout_s), "Sandbox.Timedout"
+
+    def _finish(
+        self, inflight: _Inflight, status: Status, payload: bytes, error_type: str | None, cold: bool
+    ) -> InvocationOutcome:
+        if self._reader is not None:
+            self._reader.drain()
+        logs, self._logs = self._logs, LogBuffer(self._log_limit)
+        end = time.monotonic()
+        started = inflight.delivered_at if inflight.delivered_at is not None else end
+        outcome = InvocationOutcome(
+            request_id=inflight.request.request_id,
+            status=status,
+            payload=payload,
+            error_type=error_type,
+            logs=logs.text(),
+            logs_cut_bytes=logs.total_cut(),
+            duration_ms=(end - started) * 1000,
+            init_duration_ms=self.init_duration_ms if cold else None,
+            worker_id=self.id,
+            cold=cold,
+            max_memory_mb=_peak_memory_mb(self.pid) if self.alive else None,
+        )
+        self._inflight = None
+        self.idle_since = time.monotonic()
+        if self.freeze_when_idle and self._poll is not None:
+            self.freeze()  # the runtime already asked for the next event
+        return outcome
+
+    async def _kill(self) -> None:
+        if self._proc is not None and not self._exited.is_set():
+            kill_group(self._proc.pid, signal.SIGKILL)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._exited.wait(), _KILL_WAIT_S)
+
+    async def _watch_exit(self, proc: ProcessHandle) -> None:
+        try:
+            code = await proc.wait()
+        except LaunchError:
+            code = -signal.SIGKILL
+        self.returncode = code
+        self._frozen = False
+        _running.discard(proc.pid)
+        if self._reader is not None:
+            self._reader.drain()
+        self._exited.set()
+        if self._poll is not None and not self._poll.done():
+            self._poll.cancel()
+        self._poll = None
+        inflight = self._inflight
+        if inflight is not None and not inflight.done.done():
+            if self._init_error is not None:
+                inflight.done.set_result(("init_error", *self._init_error))
+            else:
+                inflight.done.set_result(
+                    ("crashed", exit_payload(inflight.request.request_id, code), "Runtime.ExitError")
+                )
+
+    def _logs_write(self, data: bytes) -> None:
+        self._logs.write(data)
+
+    # -- the Runtime API, called by the server -------------------------------------------------
+
+    async def next_invocation(self) -> InvocationRequest:
+        if self._ready_at is None:
+            self._ready_at = time.monotonic()
+        if self._poll is not None and not self._poll.done():
+            self._poll.cancel()  # a second poll replaces the first (the runtime reconnected)
+        poll: asyncio.Future[InvocationRequest] = asyncio.get_running_loop().create_future()
+        self._poll = poll
+        self._polled.set()
+        if self.freeze_when_idle and self._inflight is None:
+            self.freeze()
+        try:
+            return await poll
+        finally:
+            if self._poll is poll:
+                self._poll = None
+                self._polled.clear()
+
+    def invocation_response(self, request_id: str, body: bytes) -> bool:
+        inflight = self._current(request_id)
+        if inflight is None:
+            return False
+        if len(body) > MAX_RESPONSE_BYTES:
+            message = (
+                f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload size "
+                f"({MAX_RESPONSE_BYTES} bytes)."
+            )
+            inflight.done.set_result(
+                (
+                    "handler_error",
+                    error_payload("Function.ResponseSizeTooLarge", message),
+                    "Function.ResponseSizeTooLarge",
+                )
+            )
+        else:
+            inflight.done.set_result(("ok", body, None))
+        return True
+
+    def invocation_error(self, request_id: str, body: bytes, error_type: str | None) -> bool:
+        inflight = self._current(request_id)
+        if inflight is None:
+            return False
+        inflight.done.set_result(("handler_error", body, _error_type(body) or error_type or "Unhandled"))
+        return True
+
+    def init_error(self, body: bytes, error_type: str | None) -> None:
+        error_type = _error_type(body) or error_type or "Runtime.Unknown"
+        self._init_error = (body, error_type)
+        inflight = self._inflight
+        if inflight is not None and not inflight.done.done():
+            inflight.done.set_result(("init_error", body, error_type))
+
+    def _current(self, request_id: str) -> _Inflight | None:
+        inflight = self._inflight
+        if inflight is None or inflight.request.request_id != request_id or inflight.done.done():
+            return None
+        if inflight.delivered_at is None:
+            return None
+        return inflight
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.id} pid={self.pid} {self.state}>"
+
+
+def _error_type(body: bytes) -> str | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(value, dict) and isinstance(value.get("errorType"), str) and value["errorType"]:
+        return value["errorType"]
+    return None
+
+
+def _peak_memory_mb(pid: int | None) -> int | None:
+    """Peak resident memory (VmHWM) of a process, from /proc where there is one."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return max(1, int(line.split()[1]) // 1024)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
