@@ -34,4 +34,5 @@ class CloudOptions:
     ka_interval_s: float = 60.0
     connection_timeout_ms: int = 300_000
     app_dir: Path | None = None  # serve this app's functions through the Lambda emulator
+    live: bool = False  # run the app's functions in live mode: the stub forwards to `livelambda dev`
     extra: dict[str, str] = field(default_factory=dict)

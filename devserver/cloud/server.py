@@ -11,7 +11,6 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from fastapi import FastAPI
 
 from devserver.cloud.appsync_emulator import AppSyncEmulator, build_router
 from devserver.cloud.options import CloudOptions
+from devserver.serving import ReadyServer
 
 log = logging.getLogger("livelambda.cloud")
 
@@ -47,20 +47,6 @@ def generate_api_key() -> str:
     """A key shaped like AppSync's (`da2-` and 26 lowercase letters and digits)."""
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
     return "da2-" + "".join(secrets.choice(alphabet) for _ in range(26))
-
-
-class _Server(uvicorn.Server):
-    """uvicorn.Server that reports once its sockets listen, so that `--port 0` can print the real port."""
-
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[int], None]) -> None:
-        super().__init__(config)
-        self._on_ready = on_ready
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets)
-        if self.started and not self.should_exit:
-            port = self.servers[0].sockets[0].getsockname()[1]
-            self._on_ready(port)
 
 
 class _Stopped(Exception):
@@ -96,7 +82,7 @@ def serve(options: CloudOptions) -> int:
         timeout_graceful_shutdown=2,
     )
     logging.getLogger("uvicorn.error").addFilter(_SpuriousHandshakeError())
-    server = _Server(config, on_ready=lambda port: _announce(options, port))
+    server = ReadyServer(config, on_ready=lambda port: _announce(app, options, port))
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: turn both into a
     # clean exit rather than a traceback or a death by signal.
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
@@ -115,8 +101,10 @@ def serve(options: CloudOptions) -> int:
     return 0
 
 
-def _announce(options: CloudOptions, port: int) -> None:
+def _announce(app: FastAPI, options: CloudOptions, port: int) -> None:
     host = f"{options.host}:{port}"
+    if options.live:
+        _go_live(app, options, host)
     info = {
         "pid": os.getpid(),
         "port": port,
@@ -136,6 +124,17 @@ def _announce(options: CloudOptions, port: int) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(info))
         tmp.replace(path)
+
+
+def _go_live(app: FastAPI, options: CloudOptions, host: str) -> None:
+    """Switch the app's functions to the stub now that the port is known (no sandbox runs yet)."""
+    from devserver.cloud.live import live_mode
+    from devserver.config import load_config
+
+    if options.app_dir is None:
+        raise SystemExit("livelambda cloud: --live needs --app DIR (the app whose functions go live)")
+    emulator = app.state.lambda_emulator
+    emulator.live = live_mode(load_config(options.app_dir), host=host, api_key=options.api_key or "")
 
 
 def _print_banner(info: dict[str, Any]) -> None:
