@@ -25,6 +25,11 @@ def _add_cloud(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ka-interval", type=float, default=60.0, help="seconds between keep-alive frames")
     p.add_argument("--app", type=Path, help="app directory whose functions the Lambda emulator serves")
     p.add_argument(
+        "--live",
+        action="store_true",
+        help="run the app's functions in live mode: each invocation goes to `livelambda dev`",
+    )
+    p.add_argument(
         "--ready-file",
         type=Path,
         help="once listening, write the endpoints, port and API key to this file as JSON (for tests)",
@@ -41,6 +46,11 @@ def _run_cloud(args: argparse.Namespace) -> int:
         return 2
     from devserver.cloud.server import serve
 
+    ready_file = args.ready_file
+    if ready_file is None and args.app is not None:
+        from devserver.session import state_dir
+
+        ready_file = state_dir(args.app.resolve()) / "cloud.json"
     options = CloudOptions(
         host=args.host,
         port=args.port,
@@ -49,9 +59,39 @@ def _run_cloud(args: argparse.Namespace) -> int:
         region=args.region,
         ka_interval_s=args.ka_interval,
         app_dir=args.app,
-        extra={"ready_file": str(args.ready_file)} if args.ready_file else {},
+        live=args.live,
+        extra={"ready_file": str(ready_file)} if ready_file else {},
     )
     return serve(options)
+
+
+def _add_dev(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dev", help="run the dev server: live invocations run your code here")
+    p.add_argument("app", nargs="?", type=Path, default=Path("."), help="the app directory (default: .)")
+    p.add_argument("--cloud", action="store_true", help="also start `livelambda cloud --live` for the app")
+    p.add_argument("--cloud-port", type=int, default=8790)
+    p.add_argument("--port", type=int, help="dashboard port (default: the config's, 8791)")
+
+
+def _run_dev(args: argparse.Namespace) -> int:
+    from devserver.commands.dev import DevCommand, run
+
+    return run(DevCommand(args.app.resolve(), cloud=args.cloud, cloud_port=args.cloud_port, port=args.port))
+
+
+def _add_invoke(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("invoke", help="invoke a function through the Lambda Invoke API and print the result")
+    p.add_argument("function")
+    p.add_argument("payload", nargs="?", help="JSON text, @file, or - for stdin (default: {})")
+    p.add_argument("--app", type=Path, help="app directory (finds its running `livelambda cloud`)")
+    p.add_argument("--endpoint-url", help="Invoke API endpoint (default: the app's cloud, else :8790)")
+    p.add_argument("--region", default="us-east-1")
+
+
+def _run_invoke(args: argparse.Namespace) -> int:
+    from devserver.commands.invoke import run
+
+    return run(args.function, args.payload, app_dir=args.app, url=args.endpoint_url, region=args.region)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,12 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_cloud(sub)
+    _add_dev(sub)
+    _add_invoke(sub)
     return parser
 
 
-_RUNNERS = {"cloud": _run_cloud}
+_RUNNERS = {"cloud": _run_cloud, "dev": _run_dev, "invoke": _run_invoke}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from stub_runtime.errors import LivelambdaError
+
     args = build_parser().parse_args(argv)
-    raise SystemExit(_RUNNERS[args.command](args))
+    try:
+        code = _RUNNERS[args.command](args)
+    except LivelambdaError as exc:  # a bad config and the like: the message says what to do
+        print(f"livelambda {args.command}: {exc}", file=sys.stderr)
+        code = 2
+    raise SystemExit(code)

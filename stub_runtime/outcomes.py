@@ -48,6 +48,16 @@ class EndpointUnreachable(LivelambdaError):
         super().__init__(message)
 
 
+class AppSyncRejected(LivelambdaError):
+    error_type = "Livelambda.AppSyncRejected"
+
+    def __init__(self, endpoint: str, detail: str) -> None:
+        super().__init__(
+            f"the AppSync Events API at {endpoint} refused the stub: {detail}. Its API key may have "
+            "expired or the API been deleted; run `livelambda aws up` again to renew the settings."
+        )
+
+
 class DeadlineExceeded(LivelambdaError):
     error_type = "Livelambda.DeadlineExceeded"
 

@@ -52,6 +52,7 @@ import pytest
 
 from devserver.cloud.options import IamCredentials
 from tests.lambda_fixtures import *  # noqa: F403  (the Lambda side: see tests/lambda_fixtures.py)
+from tests.live_fixtures import *  # noqa: F403  (live mode: see tests/live_fixtures.py)
 
 REPO = Path(__file__).resolve().parent.parent
 LIVELAMBDA = REPO / ".venv" / "bin" / "livelambda"
@@ -116,6 +117,7 @@ class CloudProcess:
     namespaces: tuple[str, ...] = ("livelambda", "default")
     ka_interval_s: float = 1.0
     port: int = 0
+    extra_args: tuple[str, ...] = ()  # e.g. ("--app", DIR, "--live")
     proc: subprocess.Popen[bytes] | None = None
     _http: httpx.Client | None = field(default=None, repr=False)  # one client: each new one costs ~50 ms
 
@@ -152,6 +154,7 @@ class CloudProcess:
             "--region", self.region,
             "--ka-interval", str(self.ka_interval_s),
             "--ready-file", str(ready),
+            *self.extra_args,
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -235,9 +238,9 @@ class CloudProcess:
         return [SUBPROTOCOL, auth_subprotocol(auth if auth is not None else self.api_key_auth())]
 
 
-def _launch(workdir: Path) -> CloudProcess:
+def _launch(workdir: Path, extra_args: tuple[str, ...] = ()) -> CloudProcess:
     workdir.mkdir(parents=True, exist_ok=True)
-    cloud = CloudProcess(workdir)
+    cloud = CloudProcess(workdir, extra_args=extra_args)
     cloud.start()
     return cloud
 

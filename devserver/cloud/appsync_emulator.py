@@ -107,6 +107,7 @@ class Stats:
     connections_total: int = 0  # WebSocket connections accepted and authorized
     connections_refused: int = 0  # attempts that did not become a connection (faults, auth, protocol)
     connections_unauthorized: int = 0  # of which: failed authorization
+    connections_stalled: int = 0  # of which: left unanswered by fault injection
     subscriptions_total: int = 0
     publishes: int = 0  # accepted publish requests, HTTP and WebSocket
     events_published: int = 0  # events accepted for delivery
@@ -368,6 +369,15 @@ class AppSyncEmulator:
             self.stats.connections_refused += 1
             log.info("refused WebSocket from %s (fault injection)", remote)
             await _deny(websocket, AppSyncError("ServiceUnavailable", "Connections refused", status=503))
+            return
+        stall_s = self.faults.stall_s()
+        if stall_s > 0:
+            # Never answer the upgrade: the client sees what a black-holed network gives it.
+            self.stats.connections_refused += 1
+            self.stats.connections_stalled += 1
+            log.info("stalling WebSocket from %s for %.1f s (fault injection)", remote, stall_s)
+            await asyncio.sleep(stall_s)
+            await _deny(websocket, AppSyncError("ServiceUnavailable", "Connections stalled", status=503))
             return
         if SUBPROTOCOL not in offered:
             self.stats.connections_refused += 1

@@ -4,6 +4,8 @@ Tests set faults with `POST /_livelambda/faults` (JSON). Keys, combinable in one
 - `{"drop_connections": true}`        close every WebSocket now, code 1000 as the service does;
   add `"abrupt": true` to drop the TCP connection without a close frame instead.
 - `{"refuse_connections_for_s": 5}`   refuse new WebSocket handshakes (HTTP 503) for 5 seconds.
+- `{"stall_connections_for_s": 5}`    leave new WebSocket handshakes unanswered for 5 seconds, as a
+  function in a VPC without a route to AppSync sees it (the client's open timeout fires).
 - `{"delay_delivery_ms": 200}`        hold every `data` frame this long before sending it.
 - `{"duplicate_delivery": true}`      send every `data` frame twice.
 - `{"drop_after_frames": N}`          one-shot: the connection that sends the N-th `data` frame from now
@@ -27,6 +29,7 @@ _KEYS = frozenset(
         "drop_connections",
         "abrupt",
         "refuse_connections_for_s",
+        "stall_connections_for_s",
         "delay_delivery_ms",
         "duplicate_delivery",
         "drop_after_frames",
@@ -49,6 +52,7 @@ class FaultSpecError(ValueError):
 @dataclass
 class Faults:
     refuse_until: float = 0.0  # time.monotonic() before which handshakes are refused
+    stall_until: float = 0.0  # time.monotonic() before which handshakes are left unanswered
     delay_delivery_s: float = 0.0
     duplicate_delivery: bool = False
     drop_after_frames: int | None = None  # data frames still to send before the one-shot drop
@@ -65,6 +69,8 @@ class Faults:
             self.reset()
         if "refuse_connections_for_s" in spec:
             self.refuse_until = self.clock() + _number(spec, "refuse_connections_for_s")
+        if "stall_connections_for_s" in spec:
+            self.stall_until = self.clock() + _number(spec, "stall_connections_for_s")
         if "delay_delivery_ms" in spec:
             self.delay_delivery_s = _number(spec, "delay_delivery_ms") / 1000.0
         if "duplicate_delivery" in spec:
@@ -81,6 +87,7 @@ class Faults:
 
     def reset(self) -> None:
         self.refuse_until = 0.0
+        self.stall_until = 0.0
         self.delay_delivery_s = 0.0
         self.duplicate_delivery = False
         self.drop_after_frames = None
@@ -88,6 +95,10 @@ class Faults:
 
     def refusing(self) -> bool:
         return self.clock() < self.refuse_until
+
+    def stall_s(self) -> float:
+        """How long a handshake arriving now is left unanswered (0: answer it)."""
+        return max(0.0, self.stall_until - self.clock())
 
     def copies(self) -> int:
         """How many times to send each data frame."""
@@ -113,6 +124,7 @@ class Faults:
     def snapshot(self) -> dict[str, Any]:
         return {
             "refusing_connections_for_s": round(max(0.0, self.refuse_until - self.clock()), 3),
+            "stalling_connections_for_s": round(self.stall_s(), 3),
             "delay_delivery_ms": round(self.delay_delivery_s * 1000.0, 3),
             "duplicate_delivery": self.duplicate_delivery,
             "drop_after_frames": self.drop_after_frames,

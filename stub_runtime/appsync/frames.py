@@ -12,8 +12,7 @@ import base64
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from stub_runtime.errors import RemoteProtocolError
 
@@ -71,14 +70,35 @@ def publish_body(channel: str, events: Sequence[str]) -> str:
     return compact_json({"channel": channel, "events": list(events)})
 
 
-# ------------------------------------------------------------------------------------------ error items
-@dataclass(frozen=True)
-class ServiceErrorDetail:
+# ------------------------------------------------------------------------------------------ records
+class _Record:
+    """A small value object: plain slotted classes, because each @dataclass costs ~1 ms of import."""
+
+    __slots__ = ()
+    _fields: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._values() == other._values()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # some hold dicts or lists
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        return f"{type(self).__name__}({inner})"
+
+
+class ServiceErrorDetail(_Record):
     """One entry of a server `errors` list."""
 
-    error_type: str
-    message: str
-    error_code: int | str | None = None
+    __slots__ = _fields = ("error_type", "message", "error_code")
+
+    def __init__(self, error_type: str, message: str, error_code: int | str | None = None) -> None:
+        self.error_type = error_type
+        self.message = message
+        self.error_code = error_code
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"errorType": self.error_type, "message": self.message}
@@ -95,8 +115,11 @@ class AppSyncServiceError(RemoteProtocolError):
 
     error_type = "AppSync.ServiceError"
 
-    def __init__(self, context: str, errors: Sequence[ServiceErrorDetail], *, hint: str = "") -> None:
+    def __init__(
+        self, context: str, errors: Sequence[ServiceErrorDetail], *, hint: str = "", status: int | None = None
+    ) -> None:
         self.context = context
+        self.status = status  # the HTTP status, for an HTTP publish
         self.errors = list(errors)
         if self.errors:
             self.error_type = self.errors[0].error_type
@@ -111,226 +134,259 @@ class AppSyncServiceError(RemoteProtocolError):
         super().__init__(msg + (f". {hint}" if hint else ""))
 
 
-# ------------------------------------------------------------------------------------------ client frames
-@dataclass(frozen=True)
-class ConnectionInit:
+class _Frame(_Record):
+    __slots__ = ()
+    type = ""
+
     def to_json(self) -> dict[str, Any]:
-        return {"type": "connection_init"}
+        return {"type": self.type}
 
     def encode(self) -> str:
         return compact_json(self.to_json())
 
 
-@dataclass(frozen=True)
-class Subscribe:
-    channel: str
-    authorization: Mapping[str, str]
-    id: str = field(default_factory=new_id)
+# ------------------------------------------------------------------------------------------ client frames
+class ConnectionInit(_Frame):
+    __slots__ = ()
+    type = "connection_init"
+
+
+class Subscribe(_Frame):
+    __slots__ = _fields = ("channel", "authorization", "id")
+    type = "subscribe"
+
+    def __init__(self, channel: str, authorization: Mapping[str, str], id: str | None = None) -> None:
+        self.channel = channel
+        self.authorization = authorization
+        self.id = id or new_id()
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "type": "subscribe",
+            "type": self.type,
             "id": self.id,
             "channel": self.channel,
             "authorization": dict(self.authorization),
         }
 
-    def encode(self) -> str:
-        return compact_json(self.to_json())
 
+class Unsubscribe(_Frame):
+    __slots__ = _fields = ("id",)
+    type = "unsubscribe"
 
-@dataclass(frozen=True)
-class Unsubscribe:
-    id: str
+    def __init__(self, id: str) -> None:
+        self.id = id
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "unsubscribe", "id": self.id}
-
-    def encode(self) -> str:
-        return compact_json(self.to_json())
+        return {"type": self.type, "id": self.id}
 
 
-@dataclass(frozen=True)
-class Publish:
-    channel: str
-    events: Sequence[str]
-    authorization: Mapping[str, str]
-    id: str = field(default_factory=new_id)
+class Publish(_Frame):
+    __slots__ = _fields = ("channel", "events", "authorization", "id")
+    type = "publish"
+
+    def __init__(
+        self, channel: str, events: Sequence[str], authorization: Mapping[str, str], id: str | None = None
+    ) -> None:
+        self.channel = channel
+        self.events = list(events)
+        self.authorization = authorization
+        self.id = id or new_id()
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "type": "publish",
+            "type": self.type,
             "id": self.id,
             "channel": self.channel,
             "events": list(self.events),
             "authorization": dict(self.authorization),
         }
 
-    def encode(self) -> str:
-        return compact_json(self.to_json())
 
-
-ClientFrame = Union[ConnectionInit, Subscribe, Unsubscribe, Publish]
+ClientFrame = ConnectionInit | Subscribe | Unsubscribe | Publish
 
 
 # ------------------------------------------------------------------------------------------ server frames
-@dataclass(frozen=True)
-class ConnectionAck:
-    connection_timeout_ms: int = DEFAULT_CONNECTION_TIMEOUT_MS
+class ConnectionAck(_Frame):
+    __slots__ = _fields = ("connection_timeout_ms",)
+    type = "connection_ack"
+
+    def __init__(self, connection_timeout_ms: int = DEFAULT_CONNECTION_TIMEOUT_MS) -> None:
+        self.connection_timeout_ms = connection_timeout_ms
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "connection_ack", "connectionTimeoutMs": self.connection_timeout_ms}
+        return {"type": self.type, "connectionTimeoutMs": self.connection_timeout_ms}
 
 
-@dataclass(frozen=True)
-class ConnectionError:  # the protocol's name (shadows the builtin here only); not an exception
-    errors: tuple[ServiceErrorDetail, ...]
+class ConnectionError(_Frame):  # the protocol's name (shadows the builtin here only); not an exception
+    __slots__ = _fields = ("errors",)
+    type = "connection_error"
 
-    def to_json(self) -> dict[str, Any]:
-        return {"type": "connection_error", "errors": [e.to_json() for e in self.errors]}
-
-
-@dataclass(frozen=True)
-class KeepAlive:
-    def to_json(self) -> dict[str, Any]:
-        return {"type": "ka"}
-
-
-@dataclass(frozen=True)
-class SubscribeSuccess:
-    id: str
+    def __init__(self, errors: Sequence[ServiceErrorDetail]) -> None:
+        self.errors = tuple(errors)
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "subscribe_success", "id": self.id}
+        return {"type": self.type, "errors": [e.to_json() for e in self.errors]}
 
 
-@dataclass(frozen=True)
-class SubscribeError:
-    id: str
-    errors: tuple[ServiceErrorDetail, ...]
+class KeepAlive(_Frame):
+    __slots__ = ()
+    type = "ka"
+
+
+class _IdFrame(_Frame):
+    """A frame that only carries the `id` it answers."""
+
+    __slots__ = _fields = ("id",)
+
+    def __init__(self, id: str) -> None:
+        self.id = id
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "subscribe_error", "id": self.id, "errors": [e.to_json() for e in self.errors]}
+        return {"type": self.type, "id": self.id}
 
 
-@dataclass(frozen=True)
-class Data:
+class _ErrorsFrame(_Frame):
+    """A frame that carries the `id` it answers and an `errors` list."""
+
+    __slots__ = _fields = ("id", "errors")
+
+    def __init__(self, id: str, errors: Sequence[ServiceErrorDetail]) -> None:
+        self.id = id
+        self.errors = tuple(errors)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "id": self.id, "errors": [e.to_json() for e in self.errors]}
+
+
+class SubscribeSuccess(_IdFrame):
+    __slots__ = ()
+    type = "subscribe_success"
+
+
+class SubscribeError(_ErrorsFrame):
+    __slots__ = ()
+    type = "subscribe_error"
+
+
+class Data(_Frame):
     """One event delivered to subscription `id`; `event` is decoded, `raw` is the JSON string as sent."""
 
-    id: str
-    event: Any
-    raw: str
+    __slots__ = _fields = ("id", "event", "raw")
+    type = "data"
+
+    def __init__(self, id: str, event: Any, raw: str) -> None:
+        self.id = id
+        self.event = event
+        self.raw = raw
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "data", "id": self.id, "event": self.raw}
+        return {"type": self.type, "id": self.id, "event": self.raw}
 
 
-@dataclass(frozen=True)
-class BroadcastError:
-    id: str
-    errors: tuple[ServiceErrorDetail, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": "broadcast_error", "id": self.id, "errors": [e.to_json() for e in self.errors]}
+class BroadcastError(_ErrorsFrame):
+    __slots__ = ()
+    type = "broadcast_error"
 
 
-@dataclass(frozen=True)
-class UnsubscribeSuccess:
-    id: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": "unsubscribe_success", "id": self.id}
+class UnsubscribeSuccess(_IdFrame):
+    __slots__ = ()
+    type = "unsubscribe_success"
 
 
-@dataclass(frozen=True)
-class UnsubscribeError:
-    id: str
-    errors: tuple[ServiceErrorDetail, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": "unsubscribe_error", "id": self.id, "errors": [e.to_json() for e in self.errors]}
+class UnsubscribeError(_ErrorsFrame):
+    __slots__ = ()
+    type = "unsubscribe_error"
 
 
-@dataclass(frozen=True)
-class PublishedEntry:
-    identifier: str
-    index: int
+class PublishedEntry(_Record):
+    __slots__ = _fields = ("identifier", "index")
+
+    def __init__(self, identifier: str, index: int) -> None:
+        self.identifier = identifier
+        self.index = index
 
     def to_json(self) -> dict[str, Any]:
         return {"identifier": self.identifier, "index": self.index}
 
 
-@dataclass(frozen=True)
-class FailedEntry:
+class FailedEntry(_Record):
     """An event the service (or the client, `local=True`) refused; `index` is in the caller's list."""
 
-    identifier: str | None
-    index: int
-    code: int | str | None
-    message: str
-    local: bool = False
+    __slots__ = _fields = ("identifier", "index", "code", "message", "local")
+
+    def __init__(
+        self, identifier: str | None, index: int, code: int | str | None, message: str, local: bool = False
+    ) -> None:
+        self.identifier = identifier
+        self.index = index
+        self.code = code
+        self.message = message
+        self.local = local
 
     def to_json(self) -> dict[str, Any]:
-        return {"identifier": self.identifier, "index": self.index, "code": self.code, "message": self.message}
+        out = {"identifier": self.identifier, "index": self.index}
+        return {**out, "code": self.code, "message": self.message}
 
 
-@dataclass(frozen=True)
-class PublishSuccess:
-    id: str
-    successful: tuple[PublishedEntry, ...]
-    failed: tuple[FailedEntry, ...]
+class PublishSuccess(_Frame):
+    __slots__ = _fields = ("id", "successful", "failed")
+    type = "publish_success"
+
+    def __init__(self, id: str, successful: Sequence[PublishedEntry], failed: Sequence[FailedEntry]) -> None:
+        self.id = id
+        self.successful = tuple(successful)
+        self.failed = tuple(failed)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "type": "publish_success",
+            "type": self.type,
             "id": self.id,
             "successful": [e.to_json() for e in self.successful],
             "failed": [e.to_json() for e in self.failed],
         }
 
 
-@dataclass(frozen=True)
-class PublishError:
-    id: str
-    errors: tuple[ServiceErrorDetail, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": "publish_error", "id": self.id, "errors": [e.to_json() for e in self.errors]}
+class PublishError(_ErrorsFrame):
+    __slots__ = ()
+    type = "publish_error"
 
 
-@dataclass(frozen=True)
-class Error:
+class Error(_Frame):
     """A generic `error` frame; `id` is set when it answers a particular request."""
 
-    id: str | None
-    errors: tuple[ServiceErrorDetail, ...]
+    __slots__ = _fields = ("id", "errors")
+    type = "error"
+
+    def __init__(self, id: str | None, errors: Sequence[ServiceErrorDetail]) -> None:
+        self.id = id
+        self.errors = tuple(errors)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "error", "errors": [e.to_json() for e in self.errors]}
+        out: dict[str, Any] = {"type": self.type, "errors": [e.to_json() for e in self.errors]}
         if self.id is not None:
             out["id"] = self.id
         return out
 
 
-ServerFrame = Union[
-    ConnectionAck,
-    ConnectionError,
-    KeepAlive,
-    SubscribeSuccess,
-    SubscribeError,
-    Data,
-    BroadcastError,
-    UnsubscribeSuccess,
-    UnsubscribeError,
-    PublishSuccess,
-    PublishError,
-    Error,
-]
+ServerFrame = (
+    ConnectionAck
+    | ConnectionError
+    | KeepAlive
+    | SubscribeSuccess
+    | SubscribeError
+    | Data
+    | BroadcastError
+    | UnsubscribeSuccess
+    | UnsubscribeError
+    | PublishSuccess
+    | PublishError
+    | Error
+)
 
 # Frames that answer a client request, matched by `id`.
-ReplyFrame = Union[
-    SubscribeSuccess, SubscribeError, UnsubscribeSuccess, UnsubscribeError, PublishSuccess, PublishError
-]
+ReplyFrame = (
+    SubscribeSuccess | SubscribeError | UnsubscribeSuccess | UnsubscribeError | PublishSuccess | PublishError
+)
 
 
 def encode_server_frame(frame: ServerFrame) -> str:
@@ -388,7 +444,10 @@ def parse_errors(value: Any) -> tuple[ServiceErrorDetail, ...]:
     return tuple(out)
 
 
-def parse_publish_entries(obj: Mapping[str, Any]) -> tuple[tuple[PublishedEntry, ...], tuple[FailedEntry, ...]]:
+PublishEntries = tuple[tuple[PublishedEntry, ...], tuple[FailedEntry, ...]]
+
+
+def parse_publish_entries(obj: Mapping[str, Any]) -> PublishEntries:
     """The `successful` / `failed` lists of a publish answer (WebSocket frame or HTTP 200 body).
 
     A failed entry carries `code`/`message` or `errorCode`/`errorMessage`: both are accepted.

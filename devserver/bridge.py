@@ -1,0 +1,254 @@
+"""The dev server's side of the live channel: one persistent AppSync connection, subscribed to the
+session's request channel. Each invocation is authenticated and reassembled, acknowledged at once,
+kept alive with heartbeats while it runs, and answered on the sandbox's response channel.
+
+A request id runs at most once: a redelivered or re-asked invocation is acknowledged again and, once
+finished, answered with the result it already had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from stub_runtime import live_protocol as lp
+from stub_runtime.appsync.auth import ApiKeyAuth, IamAuth
+from stub_runtime.appsync.client import AppSyncEventsClient
+from stub_runtime.appsync.reconnecting import ConnectionState, ReconnectingClient
+from stub_runtime.envelope import EnvelopeRejected, Message, Reassembler, encode
+from stub_runtime.errors import LivelambdaError
+from stub_runtime.reconnect import PolicyConfig, ReconnectPolicy
+
+log = logging.getLogger("livelambda.bridge")
+
+# How many finished request ids are remembered to answer redeliveries.
+_REMEMBER = 2048
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    http_url: str
+    realtime_url: str
+    auth: str  # "api_key" | "iam"
+    api_key: str | None
+    region: str
+
+    def make_auth(self) -> Any:
+        host = urlsplit(self.http_url).netloc
+        if self.auth == "iam":
+            return IamAuth(host, self.region)
+        return ApiKeyAuth(self.api_key or "", host)
+
+
+@dataclass
+class LiveInvocation:
+    """An invocation as it arrived from a sandbox."""
+
+    request_id: str
+    sandbox_id: str
+    event: Any
+    context: dict[str, Any]
+    hello: dict[str, Any] | None
+    sent_ms: int  # the stub's clock when it published
+    received_ms: int
+
+
+@dataclass
+class _Entry:
+    sandbox_id: str
+    result: dict[str, Any] | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+# Runs one invocation and returns the result body the stub expects: {"status": "ok", "response": ...}
+# or {"status": ..., "error": {"errorType", "errorMessage", "stackTrace"}}.
+Executor = Callable[[LiveInvocation], Awaitable[dict[str, Any]]]
+
+
+class Bridge:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        session: str,
+        secret: bytes,
+        execute: Executor,
+        *,
+        policy: PolicyConfig | None = None,
+        heartbeat_interval_s: float = lp.HEARTBEAT_INTERVAL_S,
+        on_state: Callable[[ConnectionState], Any] | None = None,
+        on_published: Callable[[str, float], Any] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.session = session
+        self.secret = secret
+        self._execute = execute
+        self._heartbeat_s = heartbeat_interval_s
+        self._on_state = on_state
+        self._on_published = on_published
+        auth = endpoint.make_auth()
+        self.connection = ReconnectingClient(
+            lambda: AppSyncEventsClient(endpoint.http_url, endpoint.realtime_url, auth),
+            ReconnectPolicy(policy or PolicyConfig(mode="persistent", max_delay_s=10.0)),
+        )
+        self.reassembler = Reassembler(secret, session)
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.state_since = time.time()
+        self.last_frame_at: float | None = None
+        self.duplicates_answered = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self) -> None:
+        """Keep the connection until `close()`."""
+        await self.connection.run([lp.request_channel(self.session)], self._on_event, on_state=self._state)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.connection.close()
+
+    def _state(self, state: ConnectionState) -> None:
+        self.state_since = time.time()
+        if self._on_state is not None:
+            self._on_state(state)
+
+    # ------------------------------------------------------------------ receiving
+    def _on_event(self, channel: str, event: Any) -> None:
+        now_ms = int(time.time() * 1000)
+        self.last_frame_at = now_ms / 1000
+        try:
+            message = self.reassembler.feed(event, now_ms)
+        except EnvelopeRejected as exc:
+            log.warning("dropped a message on %s: %s", channel, exc)
+            return
+        if message is None:
+            return
+        if message.kind != lp.INVOKE:
+            log.warning("ignored a %r message on the request channel", message.kind)
+            return
+        self._spawn(self._handle(message, now_ms))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, message: Message, received_ms: int) -> None:
+        rid, sandbox = message.invocation_id, message.sandbox_id
+        entry = self._entries.get(rid)
+        if entry is not None:
+            # Delivered twice, or the stub re-asked after a reconnect: never run it again.
+            self.duplicates_answered += 1
+            entry.sandbox_id = sandbox
+            await self._reply(sandbox, rid, lp.ACK, {"duplicate": True})
+            if entry.result is not None:
+                await self._reply(sandbox, rid, lp.RESULT, entry.result)
+            return
+        entry = _Entry(sandbox)
+        self._entries[rid] = entry
+        while len(self._entries) > _REMEMBER:
+            self._entries.popitem(last=False)
+        body = message.body if isinstance(message.body, dict) else {}
+        invocation = LiveInvocation(
+            request_id=rid,
+            sandbox_id=sandbox,
+            event=body.get("event"),
+            context=body.get("context") or {},
+            hello=body.get("hello"),
+            sent_ms=message.ts_ms,
+            received_ms=received_ms,
+        )
+        await self._reply(sandbox, rid, lp.ACK, {})
+        heartbeat = asyncio.ensure_future(self._heartbeats(entry, rid))
+        try:
+            result = await self._execute(invocation)
+        except Exception as exc:  # the runner failed: the stub still gets an answer, typed as ours
+            log.exception("running %s failed", rid)
+            result = {
+                "status": "livelambda_error",
+                "error": {
+                    "errorType": getattr(exc, "error_type", "Livelambda.DevServerError"),
+                    "errorMessage": f"the dev server could not run the invocation: {exc}",
+                    "stackTrace": [],
+                },
+            }
+        finally:
+            heartbeat.cancel()
+        entry.result = result
+        entry.done.set()
+        await self._reply(entry.sandbox_id, rid, lp.RESULT, result)
+        if self._on_published is not None:
+            self._on_published(rid, time.time() * 1000)
+
+    async def _heartbeats(self, entry: _Entry, rid: str) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(self._heartbeat_s)
+                await self._reply(entry.sandbox_id, rid, lp.HEARTBEAT, {})
+
+    # ------------------------------------------------------------------ sending
+    async def _reply(self, sandbox: str, rid: str, kind: str, body: Any) -> None:
+        message = Message(kind, self.session, rid, sandbox, body)
+        events = encode(message, self.secret, int(time.time() * 1000))
+        try:
+            client = await self.connection.ensure_connected(time.monotonic() + 30)
+            result = await client.publish(lp.response_channel(self.session, sandbox), events)
+            result.raise_for_failed()
+        except LivelambdaError as exc:
+            # The stub re-asks after its own reconnect, and gets the stored result then.
+            log.warning("could not send %s for %s: %s", kind, rid, exc)
+
+    # ------------------------------------------------------------------ for the dashboard
+    def status(self) -> dict[str, Any]:
+        state = self.connection.state
+        stats = self.connection.stats
+        retry_at = None
+        if state.retry_in_s is not None:
+            retry_at = time.time() + state.retry_in_s - (time.monotonic() - state.at)
+        return {
+            "state": state.state,
+            "since": self.state_since,
+            "endpoint": self.endpoint.realtime_url,
+            "session": self.session,
+            "attempts": stats.attempts,
+            "failures": stats.failures,
+            "losses": stats.losses,
+            "next_retry_at": retry_at,
+            "backoff_s": state.retry_in_s,
+            "last_error": state.last_error,
+            "last_frame_at": self._last_frame_wall(),
+            "rejected": dict(self.reassembler.rejected),
+            "duplicates": self.reassembler.duplicates,
+            "duplicates_answered": self.duplicates_answered,
+            "recent_rejections": [
+                {"at": at / 1000, "reason": reason, "detail": detail}
+                for at, reason, detail in self.reassembler.recent_rejections
+            ],
+        }
+
+    def _last_frame_wall(self) -> float | None:
+        client = self.connection.client
+        if client is None or client.last_frame_at is None:
+            return self.last_frame_at
+        return time.time() - (time.monotonic() - client.last_frame_at)
+
+
+def result_body(status: str, payload: bytes) -> dict[str, Any]:
+    """The result message for a runner outcome (payload: the response JSON, or Lambda's error JSON)."""
+    try:
+        value = json.loads(payload) if payload else None
+    except ValueError:
+        value = payload.decode("utf-8", "replace")
+    if status == "ok":
+        return {"status": "ok", "response": value}
+    if not isinstance(value, dict):
+        value = {"errorType": "Runtime.Unknown", "errorMessage": str(value), "stackTrace": []}
+    return {"status": status, "error": value}

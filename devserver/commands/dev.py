@@ -1,0 +1,133 @@
+"""`livelambda dev [APP] [--cloud]`: run the dev server; with --cloud, also `livelambda cloud --live`
+for the app (what `make dev` does), and stop both on Ctrl+C."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from devserver.config import AppConfig, load_config
+from devserver.serving import ReadyServer
+from devserver.session import load_or_create, state_dir
+from devserver.terminal import Terminal
+
+CLOUD_START_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class DevCommand:
+    app_dir: Path
+    cloud: bool = False
+    cloud_port: int = 8790
+    host: str = "127.0.0.1"
+    port: int | None = None  # default: the config's dashboard port
+
+
+class CloudFailed(RuntimeError):
+    pass
+
+
+def start_cloud(app: AppConfig, port: int, terminal: Terminal) -> tuple[subprocess.Popen[bytes], dict]:
+    """`livelambda cloud --app APP --live` as a child process; returns it and its ready info."""
+    ready = state_dir(app.root) / "cloud.json"
+    ready.unlink(missing_ok=True)
+    terminal.info(f"[dim]starting livelambda cloud on 127.0.0.1:{port} ...[/dim]")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devserver", "cloud", "--app", str(app.root), "--live", "--port", str(port),
+         "--ready-file", str(ready)],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl+C reaches us only; we stop it in order
+    )  # fmt: skip
+    deadline = time.monotonic() + CLOUD_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if ready.exists():
+            return proc, json.loads(ready.read_text())
+        if proc.poll() is not None:
+            raise CloudFailed(
+                f"livelambda cloud exited with status {proc.returncode} before listening "
+                f"(is port {port} in use? pass --cloud-port)"
+            )
+        time.sleep(0.05)
+    stop_process(proc)
+    raise CloudFailed(f"livelambda cloud did not start within {CLOUD_START_TIMEOUT_S:.0f} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run(cmd: DevCommand) -> int:
+    from devserver.dev import DevServer, DevSettings, create_app, endpoint_for, read_cloud_info
+
+    terminal = Terminal()
+    app = load_config(cmd.app_dir)
+    session = load_or_create(app.root, app.app, app.stage)
+    cloud_proc = None
+    try:
+        if cmd.cloud:
+            cloud_proc, info = start_cloud(app, cmd.cloud_port, terminal)
+        else:
+            info = read_cloud_info(app.root)
+            if app.endpoint.mode == "local" and info is None:
+                terminal.info(
+                    "[red]livelambda cloud is not running for this app.[/red] Start it with "
+                    f"`livelambda cloud --app {cmd.app_dir} --live`, or run `livelambda dev --cloud`."
+                )
+                return 2
+        endpoint = endpoint_for(app, info)
+        port = cmd.port if cmd.port is not None else app.dashboard.port
+        settings = DevSettings(app=app, session=session, endpoint=endpoint, host=cmd.host, port=port)
+        dev = DevServer(settings, terminal)
+        config = uvicorn.Config(
+            create_app(dev), host=cmd.host, port=port, log_level="warning", timeout_graceful_shutdown=2
+        )
+        server = ReadyServer(config, lambda real: _banner(terminal, app, session.id, cmd, info, real))
+        try:
+            asyncio.run(server.serve())
+        except KeyboardInterrupt:
+            pass
+        return 0 if server.started else 1
+    except CloudFailed as exc:
+        terminal.info(f"[red]{exc}[/red]")
+        return 1
+    finally:
+        if cloud_proc is not None:
+            stop_process(cloud_proc)
+        terminal.info("[dim]livelambda dev: stopped[/dim]")
+
+
+def _banner(
+    terminal: Terminal, app: AppConfig, session: str, cmd: DevCommand, info: dict | None, port: int
+) -> None:
+    names = ", ".join(f"{n} ({f.handler})" for n, f in app.functions.items())
+    first = next(iter(app.functions), "FUNCTION")
+    payload = '{"name": "world"}'
+    t = terminal.info
+    t(f"[bold]livelambda dev[/bold] — app [bold]{app.app}[/bold] (stage {app.stage}), session {session}")
+    t(f"  dashboard  [cyan]http://{cmd.host}:{port}/[/cyan]")
+    t(f"  functions  {names}")
+    if info is not None:
+        base = f"http://{info['host']}"
+        t("  try:")
+        t(f"    livelambda invoke {first} '{payload}' --app {cmd.app_dir}")
+        t(
+            f"    aws lambda invoke --endpoint-url {base} --function-name {first} "
+            f"--cli-binary-format raw-in-base64-out --payload '{payload}' /dev/stdout"
+        )
+    t("Save a handler file and the next invocation runs the new code. Press Ctrl+C to stop.")

@@ -1,0 +1,285 @@
+"""`livelambda dev`: the dev server. One asyncio process: the bridge (AppSync), the runner (workers),
+the watcher (hot reload), the dashboard (FastAPI), and the terminal lines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from devserver.bridge import Bridge, Endpoint, LiveInvocation, result_body
+from devserver.config import AppConfig, FunctionConfig
+from devserver.dashboard import create_dashboard_router
+from devserver.invocations import InvocationRecord, InvocationStore
+from devserver.runner import Runner
+from devserver.runtime.invocation import InvocationRequest
+from devserver.session import LiveSession
+from devserver.terminal import Terminal
+from devserver.triggers import guess_trigger
+from devserver.watcher import Watcher
+
+log = logging.getLogger("livelambda.dev")
+
+# The local run must end early enough for its result to cross back before the stub's own deadline.
+_RETURN_TRIP_MS = 400
+
+
+class UnknownFunction(Exception):
+    error_type = "Livelambda.UnknownFunction"
+
+
+@dataclass(frozen=True)
+class DevSettings:
+    app: AppConfig
+    session: LiveSession
+    endpoint: Endpoint
+    host: str = "127.0.0.1"
+    port: int = 8791
+
+
+class DevServer:
+    """Everything `livelambda dev` runs; also what the dashboard reads (DashboardSources)."""
+
+    def __init__(self, settings: DevSettings, terminal: Terminal | None = None) -> None:
+        self.settings = settings
+        self.app_config = settings.app
+        self.terminal = terminal or Terminal()
+        self.store = InvocationStore(settings.app.dashboard.keep)
+        self.region = settings.app.region or settings.endpoint.region
+        self.runner = Runner(settings.app, region=self.region, on_reload=self._on_reload)
+        self.bridge = Bridge(
+            settings.endpoint,
+            settings.session.id,
+            settings.session.secret,
+            self.execute,
+            on_state=self.terminal.connection,
+            on_published=self._published,
+        )
+        self.watcher = Watcher(settings.app, on_change=self._on_change)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._hello_env: dict[str, dict[str, str]] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.runner.start()
+        self._tasks.append(asyncio.ensure_future(self.bridge.run()))
+        self._tasks.append(asyncio.ensure_future(self.watcher.run()))
+
+    async def stop(self) -> None:
+        await self.watcher.close()
+        await self.bridge.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.runner.close()
+
+    # ------------------------------------------------------------------ running invocations
+    def resolve(self, function_name: str) -> FunctionConfig:
+        functions = self.app_config.functions
+        if function_name in functions:
+            return functions[function_name]
+        prefix = f"{self.app_config.app}-{self.app_config.stage}-"
+        if function_name.startswith(prefix) and function_name[len(prefix) :] in functions:
+            return functions[function_name[len(prefix) :]]
+        known = ", ".join(sorted(functions)) or "none"
+        raise UnknownFunction(
+            f"function {function_name!r} is not in {self.app_config.path.name} (functions there: {known}); "
+            "add it under [functions] or run `livelambda aws down` for it"
+        )
+
+    async def execute(self, inv: LiveInvocation) -> dict[str, Any]:
+        """Run one live invocation (called by the bridge); returns the result body for the stub."""
+        ctx = inv.context
+        record = InvocationRecord(
+            id=inv.request_id,
+            function=str(ctx.get("function_name", "?")),
+            source="live",
+            event=inv.event,
+            trigger=guess_trigger(inv.event),
+            started_at=time.time(),
+            deadline_ms=int(ctx.get("deadline_ms") or 0),
+            sandbox_id=inv.sandbox_id,
+            timings={"sent": float(inv.sent_ms), "received": float(inv.received_ms)},
+        )
+        try:
+            function = self.resolve(record.function)
+        except UnknownFunction as exc:
+            self.store.add(record)
+            self._finish_error(record, exc.error_type, str(exc))
+            return {"status": "livelambda_error", "error": _error(exc.error_type, str(exc))}
+        record.function = function.name
+        if inv.hello:
+            self._apply_hello(function.name, inv.hello)
+        request = InvocationRequest(
+            payload=json.dumps(inv.event).encode(),
+            request_id=inv.request_id,
+            deadline_ms=record.deadline_ms - _RETURN_TRIP_MS if record.deadline_ms else None,
+            invoked_function_arn=ctx.get("invoked_function_arn") or None,
+            client_context=json.dumps(ctx["client_context"]) if ctx.get("client_context") else None,
+            cognito_identity=json.dumps(ctx["identity"]) if ctx.get("identity") else None,
+        )
+        return await self._run(function, record, request)
+
+    async def replay(self, invocation_id: str, event: Any | None) -> InvocationRecord:
+        """Run a recorded invocation again, locally (same event, or the edited one)."""
+        original = self.store.get(invocation_id)
+        if original is None:
+            raise KeyError(f"no invocation {invocation_id!r} in memory")
+        function = self.resolve(original.function)
+        event = original.event if event is None else event
+        request_id = str(uuid.uuid4())
+        record = InvocationRecord(
+            id=request_id,
+            function=function.name,
+            source="replay",
+            event=event,
+            trigger=guess_trigger(event),
+            started_at=time.time(),
+            deadline_ms=int((time.time() + function.timeout) * 1000),
+            replay_of=invocation_id,
+        )
+        request = InvocationRequest(payload=json.dumps(event).encode(), request_id=request_id)
+        await self._run(function, record, request)
+        return record
+
+    async def invoke_local(self, function_name: str, event: Any) -> InvocationRecord:
+        """Run a function locally without AWS (used by tests and `livelambda invoke --local`)."""
+        function = self.resolve(function_name)
+        request_id = str(uuid.uuid4())
+        record = InvocationRecord(
+            id=request_id,
+            function=function.name,
+            source="local",
+            event=event,
+            trigger=guess_trigger(event),
+            started_at=time.time(),
+            deadline_ms=int((time.time() + function.timeout) * 1000),
+        )
+        await self._run(function, record, InvocationRequest(json.dumps(event).encode(), request_id))
+        return record
+
+    async def _run(
+        self, function: FunctionConfig, record: InvocationRecord, request: InvocationRequest
+    ) -> dict[str, Any]:
+        self.store.add(record)
+        record.timings["started"] = time.time() * 1000
+        outcome = await self.runner.invoke(function.name, request)
+        record.timings["finished"] = time.time() * 1000
+        body = result_body(outcome.status, outcome.payload)
+        error = body.get("error") or {}
+        self.store.finish(
+            record,
+            status=outcome.status,
+            duration_ms=outcome.duration_ms,
+            response=body.get("response"),
+            error_type=error.get("errorType"),
+            error_message=error.get("errorMessage"),
+            stack_trace=list(error.get("stackTrace") or []),
+            logs=outcome.logs,
+            cold=outcome.cold,
+            generation=getattr(outcome, "generation", None),
+            worker_id=outcome.worker_id,
+        )
+        self.terminal.invocation(record)
+        return body
+
+    def _finish_error(self, record: InvocationRecord, error_type: str, message: str) -> None:
+        self.store.finish(
+            record, status="livelambda_error", error_type=error_type, error_message=message, duration_ms=0.0
+        )
+        self.terminal.invocation(record)
+
+    def _published(self, request_id: str, at_ms: float) -> None:
+        record = self.store.get(request_id)
+        if record is not None:
+            record.timings["published"] = at_ms
+            self.store.update(record)
+
+    def _apply_hello(self, name: str, hello: dict[str, Any]) -> None:
+        env = hello.get("environment")
+        if isinstance(env, dict) and self._hello_env.get(name) != env:
+            self._hello_env[name] = {str(k): str(v) for k, v in env.items()}
+            self.runner.set_function_env(name, self._hello_env[name])
+
+    # ------------------------------------------------------------------ reloads
+    async def _on_change(self, functions: set[str], config_changed: bool) -> None:
+        if config_changed:
+            from devserver.config import ConfigError, load_config
+
+            try:
+                new = load_config(self.app_config.root)
+            except ConfigError as exc:
+                self.terminal.info(f"[red]✗ {exc}[/red]  (keeping the last good configuration)")
+                return
+            self.app_config = new
+            await self.runner.reload_config(new)
+            self.watcher.update(new)
+            self.terminal.info(f"↻ {new.path.name} reloaded")
+            return
+        for name in sorted(functions):
+            await self.runner.reload_function(name)
+
+    def _on_reload(self, function: str, generation: int, error: str | None) -> None:
+        self.terminal.reload(function, generation, error)
+
+    # ------------------------------------------------------------------ dashboard sources
+    def functions(self) -> list[dict[str, Any]]:
+        return self.runner.status()
+
+    def connection(self) -> dict[str, Any]:
+        return self.bridge.status()
+
+
+def _error(error_type: str, message: str) -> dict[str, Any]:
+    return {"errorType": error_type, "errorMessage": message, "stackTrace": []}
+
+
+def create_app(dev: DevServer) -> FastAPI:
+    stop = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await dev.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            await dev.stop()
+
+    app = FastAPI(
+        title="livelambda dev",
+        description="The dev server's dashboard and its JSON API.",
+        lifespan=lifespan,
+    )
+    app.state.dev = dev
+    app.include_router(create_dashboard_router(dev, stop=stop))
+    return app
+
+
+def endpoint_for(app: AppConfig, cloud_info: dict[str, Any] | None) -> Endpoint:
+    """Where the AppSync Events API is: the local cloud's (from its ready file) or the configured one."""
+    ep = app.endpoint
+    region = app.region or "us-east-1"
+    if ep.mode == "local":
+        if cloud_info is None:
+            raise FileNotFoundError("livelambda cloud is not running for this app")
+        info = cloud_info
+        return Endpoint(info["http_url"], info["realtime_url"], "api_key", info["api_key"], region)
+    return Endpoint(ep.http_url, ep.realtime_url, ep.auth, ep.api_key, region)
+
+
+def read_cloud_info(app_root: Path) -> dict[str, Any] | None:
+    path = app_root / ".livelambda" / "cloud.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

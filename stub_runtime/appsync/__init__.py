@@ -1,0 +1,46 @@
+"""AppSync Events client, as used by the stub (inside Lambda) and by the dev server.
+
+- `frames`: sans-I/O builders and parser of the wire frames (../shared/PROTOCOL.md).
+- `auth`: ApiKeyAuth, IamAuth (SigV4; botocore imported only when signing), TokenAuth.
+- `client`: AppSyncEventsClient, one WebSocket connection plus HTTP publish.
+- `reconnecting`: ReconnectingClient, the asyncio shell around `stub_runtime.reconnect.ReconnectPolicy`.
+
+Names are importable from this package; each submodule is imported on first use only, so
+`import stub_runtime.appsync.frames` does not pull in websockets.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ApiKeyAuth": "auth",
+    "IamAuth": "auth",
+    "TokenAuth": "auth",
+    "AppSyncServiceError": "frames",
+    "parse_server_frame": "frames",
+    "AppSyncEventsClient": "client",
+    "AppSyncConnectionError": "client",
+    "ClientClosed": "client",
+    "ConnectFailed": "client",
+    "ConnectionLost": "client",
+    "HttpPublishFailed": "client",
+    "InvalidEvents": "client",
+    "OperationTimeout": "client",
+    "PublishResult": "client",
+    "Subscription": "client",
+    "ReconnectingClient": "reconnecting",
+    "ConnectGiveUp": "reconnecting",
+    "CircuitOpen": "reconnecting",
+    "ConnectionState": "reconnecting",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

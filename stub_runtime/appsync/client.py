@@ -1,0 +1,715 @@
+"""Async AppSync Events client: one WebSocket connection, plus HTTP publish.
+
+    client = AppSyncEventsClient(http_url, realtime_url, ApiKeyAuth(key, host))
+    await client.connect()
+    sub = await client.subscribe("/livelambda/s1/*")
+    await client.publish("/livelambda/s1/req", ['{"a":1}'])
+    event = await sub.get()            # or: async for event in sub: ...
+    await client.close()
+
+The connection is dead when no frame arrived within `connectionTimeoutMs` (from connection_ack): the
+watchdog then aborts it and every pending operation and subscription fails with `ConnectionLost`.
+`wait_closed()` returns why it ended. This class never reconnects: `reconnecting.ReconnectingClient`
+does, under a `ReconnectPolicy`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from stub_runtime.appsync import frames as f
+from stub_runtime.appsync.auth import Auth
+from stub_runtime.appsync.frames import AppSyncServiceError, FailedEntry, PublishedEntry
+from stub_runtime.channels import InvalidChannel, validate_channel
+from stub_runtime.errors import LivelambdaError, LocalProtocolError, RemoteProtocolError
+
+log = logging.getLogger("livelambda.appsync")
+T = TypeVar("T")
+
+
+# ------------------------------------------------------------------------------------------ errors
+class AppSyncConnectionError(LivelambdaError):
+    """The transport to AppSync failed (not a protocol violation by either side)."""
+
+    error_type = "Livelambda.AppSyncConnectionError"
+
+
+class ConnectFailed(AppSyncConnectionError):
+    """Opening the connection failed. `reason`: "timeout" (no answer: e.g. a VPC without NAT),
+    "unreachable" (refused, DNS), "unavailable" (HTTP 5xx/429 on upgrade: retry), "rejected" (other
+    HTTP status: retrying will not help), "handshake", "closed" (closed before connection_ack)."""
+
+    error_type = "Livelambda.AppSyncConnectFailed"
+
+    def __init__(self, message: str, *, reason: str, endpoint: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.endpoint = endpoint
+
+
+class ConnectionLost(AppSyncConnectionError):
+    """An open connection died (closed by the server, or silent for longer than connectionTimeoutMs)."""
+
+    error_type = "Livelambda.AppSyncConnectionLost"
+
+
+class OperationTimeout(AppSyncConnectionError):
+    """The server did not answer a subscribe/unsubscribe/publish in time."""
+
+    error_type = "Livelambda.AppSyncTimeout"
+
+
+class HttpPublishFailed(AppSyncConnectionError):
+    """The HTTP publish request did not get an answer (network error or timeout)."""
+
+    error_type = "Livelambda.AppSyncHttpPublishFailed"
+
+
+class ClientClosed(LocalProtocolError):
+    """The client was closed (by its owner) or never connected: connect a new one."""
+
+    error_type = "Livelambda.AppSyncClientClosed"
+
+
+class InvalidEvents(LocalProtocolError):
+    error_type = "Livelambda.InvalidEvents"
+
+
+def check_channel(channel: str, *, subscribe: bool) -> None:
+    """Validate a channel locally so a bad one fails fast with InvalidChannel, before any I/O."""
+    validate_channel(channel, subscribe=subscribe)
+
+
+# ------------------------------------------------------------------------------------------ results
+class PublishResult(f._Record):
+    """Outcome of a publish; indexes refer to the caller's `events` list (across batches of 5)."""
+
+    __slots__ = _fields = ("successful", "failed")
+
+    def __init__(
+        self, successful: list[PublishedEntry] | None = None, failed: list[FailedEntry] | None = None
+    ) -> None:
+        self.successful: list[PublishedEntry] = successful if successful is not None else []
+        self.failed: list[FailedEntry] = failed if failed is not None else []
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def raise_for_failed(self) -> None:
+        if self.failed:
+            first = self.failed[0]
+            raise AppSyncServiceError(
+                f"{len(self.failed)} of {len(self.failed) + len(self.successful)} published event(s)",
+                [f.ServiceErrorDetail("PublishFailed", first.message, first.code)],
+            )
+
+
+_END = object()
+
+
+class Subscription:
+    """Events of one subscription, decoded. `await sub.get()` or `async for event in sub`.
+
+    When the subscription ends, `get()` raises (ConnectionLost if the connection died, ClientClosed
+    after unsubscribe/close) and iteration stops (re-raising ConnectionLost, ending quietly otherwise).
+    """
+
+    def __init__(self, client: AppSyncEventsClient, channel: str, sub_id: str) -> None:
+        self.client = client
+        self.channel = channel
+        self.id = sub_id
+        self.active = False
+        self.broadcast_errors: list[f.ServiceErrorDetail] = []
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._end_exc: BaseException | None = None
+        self._ended = False
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.channel} id={self.id[:8]} active={self.active}>"
+
+    async def get_data(self) -> f.Data:
+        """The next `Data` frame (decoded `event` and the `raw` JSON string)."""
+        item = await self._queue.get()
+        if item is _END:
+            self._queue.put_nowait(_END)  # every later call ends too
+            raise self._end_exc or ClientClosed(f"subscription to {self.channel} ended")
+        return item
+
+    async def get(self) -> Any:
+        return (await self.get_data()).event
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.get()
+        except ClientClosed:
+            raise StopAsyncIteration from None
+
+    def _deliver(self, data: f.Data) -> None:
+        self._queue.put_nowait(data)
+
+    def _end(self, exc: BaseException | None) -> None:
+        if not self._ended:
+            self._ended = True
+            self.active = False
+            self._end_exc = exc
+            self._queue.put_nowait(_END)
+
+
+# ------------------------------------------------------------------------------------------ the client
+def _normalise_http_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.path in ("", "/"):
+        return url.rstrip("/") + "/event"
+    return url
+
+
+def _http_post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _close_code(exc: ConnectionClosed) -> int | None:
+    """The close code received, if any (1006: the TCP connection ended without a close frame)."""
+    return exc.rcvd.code if exc.rcvd is not None else 1006
+
+
+async def _gather(aws: Iterable[Awaitable[T]]) -> list[T]:
+    """Run all; once all are done, raise the first failure (none is left unretrieved)."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for item in results:
+        if isinstance(item, BaseException):
+            raise item
+    return results  # type: ignore[return-value]
+
+
+class AppSyncEventsClient:
+    """One AppSync Events connection. Not reusable: after `close()` or a loss, make a new one.
+
+    - `http_url`: `https://{HTTP host}/event` (a bare `https://{host}` gets `/event` appended);
+      `realtime_url`: `wss://{REALTIME host}/event/realtime`; `auth`: ApiKeyAuth / IamAuth / TokenAuth.
+    - `open_timeout_s` bounds TCP + TLS + upgrade, `ack_timeout_s` the connection_ack and each
+      subscribe/unsubscribe/publish answer, `http_timeout_s` each HTTP publish request.
+    - `ping_interval_s`: WebSocket pings (off by default: liveness is AppSync's `ka` frames, and a
+      frozen Lambda sandbox must not find a ping timeout on thaw). The dev server may turn them on.
+    - `silence_timeout_s`: declare the connection dead after this much silence when shorter than
+      connectionTimeoutMs (300 s on AppSync).
+    - `max_event_bytes`: events above it are not sent and come back as local failures (None: send
+      anyway and let the service judge). `clock`: for `last_frame_at` / `is_stale` (monotonic).
+    """
+
+    def __init__(
+        self,
+        http_url: str,
+        realtime_url: str,
+        auth: Auth,
+        *,
+        open_timeout_s: float = 10.0,
+        ack_timeout_s: float = 10.0,
+        http_timeout_s: float = 10.0,
+        ping_interval_s: float | None = None,
+        silence_timeout_s: float | None = None,
+        max_event_bytes: int | None = f.MAX_EVENT_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.http_url = _normalise_http_url(http_url)
+        self.realtime_url = realtime_url
+        self.auth = auth
+        self.open_timeout_s = open_timeout_s
+        self.ack_timeout_s = ack_timeout_s
+        self.http_timeout_s = http_timeout_s
+        self.ping_interval_s = ping_interval_s
+        self.silence_timeout_s = silence_timeout_s
+        self.max_event_bytes = max_event_bytes
+        self.clock = clock
+        self.connection_timeout_ms: int | None = None
+        self.connected_at: float | None = None
+        self.last_frame_at: float | None = None
+        self.last_error: f.Error | None = None
+        self.stats = {"frames": 0, "keepalives": 0, "malformed": 0, "unroutable": 0, "broadcast_errors": 0}
+        self._ws: ClientConnection | None = None
+        self._pending: dict[str, asyncio.Future[f.ServerFrame]] = {}
+        self._subs: dict[str, Subscription] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._done: asyncio.Event | None = None
+        self._end_exc: BaseException | None = None
+        self._state = "new"  # new -> connecting -> open -> closed
+
+    def __repr__(self) -> str:
+        return f"<AppSyncEventsClient {self.realtime_url} {self._state}>"
+
+    # ---------------------------------------------------------------------------- state
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def is_open(self) -> bool:
+        return self._state == "open"
+
+    @property
+    def closed(self) -> bool:
+        return self._state == "closed"
+
+    @property
+    def close_reason(self) -> BaseException | None:
+        """Why the connection ended: a ConnectionLost, or None after `close()`."""
+        return self._end_exc
+
+    @property
+    def timeout_s(self) -> float:
+        """Silence after which the connection is dead: connectionTimeoutMs, or `silence_timeout_s`
+        when that is shorter."""
+        timeout = (self.connection_timeout_ms or f.DEFAULT_CONNECTION_TIMEOUT_MS) / 1000
+        if self.silence_timeout_s is not None:
+            timeout = min(timeout, self.silence_timeout_s)
+        return timeout
+
+    def is_stale(self, now: float | None = None) -> bool:
+        """True when the socket must not be trusted: not open, or no frame within connectionTimeoutMs.
+
+        A thawed Lambda sandbox calls this before it uses a connection kept from an earlier invocation.
+        """
+        if self._state != "open" or self.last_frame_at is None:
+            return True
+        now = self.clock() if now is None else now
+        return now - self.last_frame_at > self.timeout_s
+
+    async def wait_closed(self) -> BaseException | None:
+        """Wait until the connection ends; returns the ConnectionLost, or None after `close()`."""
+        if self._done is None:
+            raise ClientClosed("wait_closed() before connect()")
+        await self._done.wait()
+        return self._end_exc
+
+    # ---------------------------------------------------------------------------- connect
+    async def connect(self, *, timeout_s: float | None = None) -> None:
+        """Open the WebSocket, send connection_init, wait for connection_ack.
+
+        `timeout_s` bounds the whole thing (default open_timeout_s + ack_timeout_s). Raises
+        ConnectFailed, or AppSyncServiceError for a `connection_error` (e.g. UnauthorizedException).
+        """
+        if self._state != "new":
+            raise ClientClosed(f"connect() on a client that is {self._state}: make a new client")
+        self._state = "connecting"
+        self._done = asyncio.Event()
+        budget = self.open_timeout_s + self.ack_timeout_s if timeout_s is None else timeout_s
+        try:
+            await asyncio.wait_for(self._connect(), max(budget, 0.0))
+        except BaseException as exc:
+            self._state = "closed"
+            self._end_exc = exc
+            self._done.set()
+            ws, self._ws = self._ws, None
+            if ws is not None:
+                ws.transport.abort()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise ConnectFailed(
+                    f"no answer from AppSync at {self.realtime_url} within {budget:.1f}s "
+                    "(is the endpoint reachable from here?)",
+                    reason="timeout",
+                    endpoint=self.realtime_url,
+                ) from None
+            raise
+
+    async def _connect(self) -> None:
+        auth_headers = self.auth.headers(f.connect_body())
+        try:
+            ws = await connect(
+                self.realtime_url,
+                subprotocols=f.subprotocols(auth_headers),  # type: ignore[arg-type]
+                open_timeout=self.open_timeout_s,
+                ping_interval=self.ping_interval_s,
+                close_timeout=2.0,
+                compression=None,
+                max_size=4 * 1024 * 1024,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status >= 500 or status == 429:
+                msg, reason = "is unavailable or throttling; retry later", "unavailable"
+            else:
+                msg, reason = "refused it: check the endpoint URL and the credentials", "rejected"
+            raise ConnectFailed(
+                f"AppSync answered the WebSocket upgrade at {self.realtime_url} with HTTP {status}: "
+                f"the service {msg}",
+                reason=reason,
+                endpoint=self.realtime_url,
+            ) from exc
+        except InvalidHandshake as exc:
+            raise ConnectFailed(
+                f"WebSocket handshake with {self.realtime_url} failed: {exc}",
+                reason="handshake",
+                endpoint=self.realtime_url,
+            ) from exc
+        except (asyncio.TimeoutError, TimeoutError):
+            raise ConnectFailed(
+                f"no answer from AppSync at {self.realtime_url} within {self.open_timeout_s:g}s "
+                "(is the endpoint reachable from here?)",
+                reason="timeout",
+                endpoint=self.realtime_url,
+            ) from None
+        except OSError as exc:
+            raise ConnectFailed(
+                f"cannot reach AppSync at {self.realtime_url}: {exc}",
+                reason="unreachable",
+                endpoint=self.realtime_url,
+            ) from exc
+        self._ws = ws
+        if ws.subprotocol != f.SUBPROTOCOL:
+            raise RemoteProtocolError(
+                f"server at {self.realtime_url} selected subprotocol {ws.subprotocol!r}, "
+                f"not {f.SUBPROTOCOL!r}: is this an AppSync Events endpoint?"
+            )
+        try:
+            await ws.send(f.ConnectionInit().encode())
+            while True:
+                frame = f.parse_server_frame(await ws.recv())
+                if isinstance(frame, f.ConnectionAck):
+                    break
+                if isinstance(frame, f.ConnectionError):
+                    raise AppSyncServiceError("the connection", frame.errors)
+                if not isinstance(frame, f.KeepAlive):
+                    raise RemoteProtocolError(
+                        f"expected connection_ack, got {type(frame).__name__} from {self.realtime_url}"
+                    )
+        except ConnectionClosed as exc:
+            raise ConnectFailed(
+                f"AppSync closed the connection before connection_ack (code {_close_code(exc)}): "
+                "check the credentials and the endpoint",
+                reason="closed",
+                endpoint=self.realtime_url,
+            ) from None
+        if self._state != "connecting":  # close() was called meanwhile
+            raise ClientClosed("the AppSync client was closed while it was connecting")
+        self.connection_timeout_ms = frame.connection_timeout_ms
+        self.connected_at = self.last_frame_at = self.clock()
+        self._state = "open"
+        self._tasks = [
+            asyncio.ensure_future(self._read_loop()),
+            asyncio.ensure_future(self._watchdog()),
+        ]
+
+    # ---------------------------------------------------------------------------- background tasks
+    async def _read_loop(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        try:
+            async for message in ws:
+                self.last_frame_at = self.clock()
+                self.stats["frames"] += 1
+                try:
+                    frame = f.parse_server_frame(message)
+                except RemoteProtocolError:
+                    self.stats["malformed"] += 1
+                    continue
+                self._dispatch(frame)
+            code = ws.close_code
+            self._lose(ConnectionLost(f"AppSync closed the connection (code {code}); reconnect"))
+        except ConnectionClosed as exc:
+            code = _close_code(exc)
+            self._lose(ConnectionLost(f"the connection to AppSync broke (code {code}); reconnect"))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug here must not leave waiters hanging
+            log.exception("AppSync reader failed")
+            self._lose(ConnectionLost(f"the AppSync reader failed: {exc!r}"))
+
+    def _dispatch(self, frame: f.ServerFrame) -> None:
+        if isinstance(frame, f.Data):
+            sub = self._subs.get(frame.id)
+            if sub is None:
+                self.stats["unroutable"] += 1
+            else:
+                sub._deliver(frame)
+        elif isinstance(frame, f.KeepAlive):
+            self.stats["keepalives"] += 1
+        elif isinstance(frame, f.BroadcastError):
+            self.stats["broadcast_errors"] += 1
+            sub = self._subs.get(frame.id)
+            if sub is not None:
+                sub.broadcast_errors.extend(frame.errors)
+        elif isinstance(frame, f.Error) and frame.id is None:
+            self.last_error = frame
+        elif isinstance(frame, (f.ConnectionAck, f.ConnectionError)):
+            self.stats["unroutable"] += 1
+        else:
+            fut = self._pending.get(frame.id)  # type: ignore[union-attr]
+            if fut is None or fut.done():
+                self.stats["unroutable"] += 1
+            else:
+                fut.set_result(frame)
+
+    async def _watchdog(self) -> None:
+        while self._state == "open":
+            assert self.last_frame_at is not None
+            delay = self.last_frame_at + self.timeout_s - self.clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            # A thawed sandbox may have frames already read but not yet dispatched: let the reader run.
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if self.last_frame_at + self.timeout_s - self.clock() <= 0:
+                self._lose(
+                    ConnectionLost(
+                        f"no frame from AppSync for {self.timeout_s:g}s (connectionTimeoutMs "
+                        f"{self.connection_timeout_ms}): the connection is dead; reconnect"
+                    )
+                )
+                return
+
+    def _lose(self, exc: BaseException) -> None:
+        """End the connection because it died: abort it, fail every waiter with `exc`."""
+        self._finish(exc)
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            ws.transport.abort()
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        self._end_exc = exc
+        failure = exc or ClientClosed("the AppSync client was closed")
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(failure)
+        self._pending.clear()
+        for sub in self._subs.values():
+            sub._end(exc)
+        self._subs.clear()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        if self._done is not None:
+            self._done.set()
+
+    def abort(self, reason: BaseException | None = None) -> None:
+        """Drop the connection at once, without a closing handshake (for a dead or stale socket).
+        Waiters fail with `reason` (default: ConnectionLost)."""
+        if self._state == "new":
+            self._state = "closed"
+            return
+        self._lose(reason or ConnectionLost("the connection was aborted; reconnect"))
+
+    async def close(self) -> None:
+        """Close the connection; pending operations fail with ClientClosed, subscriptions end."""
+        if self._state == "new":
+            self._state = "closed"
+            return
+        self._finish(None)
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            try:
+                await ws.close()
+            except Exception:
+                ws.transport.abort()
+
+    # ---------------------------------------------------------------------------- request/reply
+    def _require_open(self) -> ClientConnection:
+        if self._state != "open" or self._ws is None:
+            if isinstance(self._end_exc, ConnectionLost):
+                raise ConnectionLost(f"{self._end_exc} (the connection is already gone)")
+            raise ClientClosed(f"the AppSync client is {self._state}: connect() first or make a new client")
+        return self._ws
+
+    async def _request(self, frame_id: str, text: str, what: str) -> f.ServerFrame:
+        ws = self._require_open()
+        fut: asyncio.Future[f.ServerFrame] = asyncio.get_running_loop().create_future()
+        self._pending[frame_id] = fut
+        try:
+            try:
+                await ws.send(text)
+            except ConnectionClosed as exc:
+                lost = ConnectionLost(f"the connection broke while sending {what} (code {_close_code(exc)})")
+                self._lose(lost)
+                raise (self._end_exc or lost) from None
+            try:
+                return await asyncio.wait_for(fut, self.ack_timeout_s)
+            except asyncio.TimeoutError:
+                raise OperationTimeout(
+                    f"AppSync did not answer {what} within {self.ack_timeout_s:g}s"
+                ) from None
+        finally:
+            self._pending.pop(frame_id, None)
+            if not fut.done():
+                fut.cancel()
+
+    @staticmethod
+    def _raise_reply(frame: f.ServerFrame, what: str) -> None:
+        if isinstance(frame, (f.SubscribeError, f.UnsubscribeError, f.PublishError, f.Error)):
+            raise AppSyncServiceError(what, frame.errors)
+
+    async def subscribe(self, channel: str) -> Subscription:
+        """Subscribe and wait for subscribe_success; a subscribe_error raises AppSyncServiceError."""
+        check_channel(channel, subscribe=True)
+        self._require_open()
+        frame = f.Subscribe(channel, self.auth.headers(f.subscribe_body(channel)))
+        sub = Subscription(self, channel, frame.id)
+        self._subs[frame.id] = sub
+        what = f"the subscription to {channel}"
+        try:
+            reply = await self._request(frame.id, frame.encode(), what)
+            self._raise_reply(reply, what)
+        except BaseException:
+            self._subs.pop(frame.id, None)
+            raise
+        sub.active = True
+        return sub
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        """Unsubscribe and wait for unsubscribe_success (an early unsubscribe may be ignored by AppSync).
+        A subscription of a connection that is already gone needs nothing: this returns at once."""
+        if sub.client is not self:
+            raise LocalProtocolError("unsubscribe() with a subscription of another client")
+        if not sub.active or self._state != "open":
+            return
+        what = f"unsubscribing from {sub.channel}"
+        reply = await self._request(sub.id, f.Unsubscribe(sub.id).encode(), what)
+        self._raise_reply(reply, what)
+        self._subs.pop(sub.id, None)
+        sub._end(None)
+
+    # ---------------------------------------------------------------------------- publish
+    def _prepare(self, channel: str, events: Sequence[str]) -> tuple[list[list[int]], list[FailedEntry]]:
+        """Validate; split the sendable events into batches (of indexes) of at most 5."""
+        check_channel(channel, subscribe=False)
+        if isinstance(events, (str, bytes)) or not all(isinstance(e, str) for e in events):
+            raise InvalidEvents("events must be a list of JSON-encoded strings (e.g. json.dumps(value))")
+        local_failed = []
+        sendable = []
+        for i, event in enumerate(events):
+            size = len(event.encode())
+            if self.max_event_bytes is not None and size > self.max_event_bytes:
+                local_failed.append(
+                    FailedEntry(
+                        None,
+                        i,
+                        "EventTooLarge",
+                        f"event {i} is {size} bytes, over AppSync's limit of {self.max_event_bytes}: "
+                        "not sent; split it (stub_runtime.envelope chunks messages)",
+                        local=True,
+                    )
+                )
+            else:
+                sendable.append(i)
+        n = f.MAX_EVENTS_PER_PUBLISH
+        return [sendable[k : k + n] for k in range(0, len(sendable), n)], local_failed
+
+    @staticmethod
+    def _merge(
+        result: PublishResult,
+        batch: list[int],
+        successful: Sequence[PublishedEntry],
+        failed: Sequence[FailedEntry],
+    ) -> None:
+        def remap(index: int) -> int:
+            if not 0 <= index < len(batch):
+                raise RemoteProtocolError(f"publish answer has index {index} for a batch of {len(batch)}")
+            return batch[index]
+
+        result.successful.extend(PublishedEntry(e.identifier, remap(e.index)) for e in successful)
+        result.failed.extend(
+            FailedEntry(e.identifier, remap(e.index), e.code, e.message, e.local) for e in failed
+        )
+
+    @staticmethod
+    def _sorted(result: PublishResult) -> PublishResult:
+        result.successful.sort(key=lambda e: e.index)
+        result.failed.sort(key=lambda e: e.index)
+        return result
+
+    async def publish(self, channel: str, events: Sequence[str]) -> PublishResult:
+        """Publish JSON-encoded events, 5 a request. Over the WebSocket, except with an auth whose
+        `publish_over_http` is set (IAM), which goes over HTTP. Oversized events are not sent and come
+        back in `failed` with `local=True`; a request-level error raises AppSyncServiceError."""
+        if self.auth.publish_over_http:
+            return await self.publish_http(channel, events)
+        return await self.publish_ws(channel, events)
+
+    async def publish_ws(self, channel: str, events: Sequence[str]) -> PublishResult:
+        batches, local_failed = self._prepare(channel, events)
+        self._require_open()
+        result = PublishResult(failed=local_failed)
+
+        async def one(batch: list[int]) -> tuple[list[int], f.ServerFrame]:
+            payload = [events[i] for i in batch]
+            frame = f.Publish(channel, payload, self.auth.headers(f.publish_body(channel, payload)))
+            return batch, await self._request(frame.id, frame.encode(), f"a publish to {channel}")
+
+        replies = await _gather(one(b) for b in batches)
+        for batch, reply in replies:
+            self._raise_reply(reply, f"a publish to {channel}")
+            assert isinstance(reply, f.PublishSuccess)
+            self._merge(result, batch, reply.successful, reply.failed)
+        return self._sorted(result)
+
+    async def publish_http(self, channel: str, events: Sequence[str]) -> PublishResult:
+        """POST /event with the auth headers; needs no WebSocket connection."""
+        batches, local_failed = self._prepare(channel, events)
+        result = PublishResult(failed=local_failed)
+        replies = await _gather(self._post(channel, [events[i] for i in b]) for b in batches)
+        for batch, (successful, failed) in zip(batches, replies, strict=True):
+            self._merge(result, batch, successful, failed)
+        return self._sorted(result)
+
+    async def _post(self, channel: str, payload: list[str]) -> f.PublishEntries:
+        body = f.publish_body(channel, payload)
+        headers = {"content-type": "application/json"}
+        headers.update(self.auth.headers(body))
+        try:
+            status, raw = await asyncio.to_thread(
+                _http_post, self.http_url, body.encode(), headers, self.http_timeout_s
+            )
+        except OSError as exc:  # URLError, timeouts, resets
+            raise HttpPublishFailed(f"HTTP publish to {self.http_url} failed: {exc}") from exc
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = None
+        if 200 <= status < 300:
+            if not isinstance(answer, dict):
+                raise RemoteProtocolError(f"HTTP publish got {status} with a body that is not a JSON object")
+            return f.parse_publish_entries(answer)
+        if isinstance(answer, dict) and isinstance(answer.get("errors"), list):
+            errors = f.parse_errors(answer["errors"])
+            raise AppSyncServiceError(f"an HTTP publish to {channel} (HTTP {status})", errors, status=status)
+        raise RemoteProtocolError(f"HTTP publish to {self.http_url} got HTTP {status}: {raw[:200]!r}")
+
+
+__all__ = [
+    "AppSyncConnectionError",
+    "AppSyncEventsClient",
+    "AppSyncServiceError",
+    "ClientClosed",
+    "ConnectFailed",
+    "ConnectionLost",
+    "HttpPublishFailed",
+    "InvalidChannel",
+    "InvalidEvents",
+    "OperationTimeout",
+    "PublishResult",
+    "Subscription",
+    "check_channel",
+]

@@ -1,0 +1,420 @@
+"""The asyncio shell around `stub_runtime.reconnect.ReconnectPolicy`: it dials only when the policy says.
+
+Two ways to use it, matching the policy's two modes:
+
+on_demand (the stub in Lambda) — dial only for an invocation, bounded by its deadline::
+
+    rc = ReconnectingClient(make_client, ReconnectPolicy(PolicyConfig(mode="on_demand")))
+    async with rc.demand(deadline) as client:      # ConnectGiveUp / CircuitOpen when it cannot
+        await client.publish(channel, events)
+
+persistent (the dev server) — one connection kept up, subscriptions restored after each reconnect::
+
+    await rc.run(["/livelambda/s1/req"], on_event, on_state=show)    # until rc.close()
+
+Every dial goes through the policy (so it is counted, backed off and bounded) and an asyncio lock,
+so two dials never overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+from stub_runtime.appsync.client import (
+    AppSyncConnectionError,
+    AppSyncEventsClient,
+    ConnectFailed,
+    ConnectionLost,
+    Subscription,
+)
+from stub_runtime.appsync.frames import AppSyncServiceError, _Record
+from stub_runtime.errors import LivelambdaError, LocalProtocolError, RemoteProtocolError
+from stub_runtime.reconnect import Dial, GiveUp, PolicyStats, Ready, ReconnectPolicy, Wait
+
+log = logging.getLogger("livelambda.appsync")
+
+# What a failed dial may raise (anything else is a bug and propagates).
+_DIAL_ERRORS = (AppSyncConnectionError, RemoteProtocolError, OSError, asyncio.TimeoutError)
+
+_REASONS = {
+    "circuit_open": "recent connection attempts kept failing, so livelambda stops dialling for a "
+    "cool-down instead of piling up connections",
+    "attempts_exhausted": "every connection attempt allowed for this invocation failed",
+    "deadline": "not enough time is left before the invocation's deadline to try again",
+}
+
+
+class ConnectGiveUp(AppSyncConnectionError):
+    """No connection for this demand, by the policy's decision. `reason` is the policy's
+    ("attempts_exhausted", "deadline", "circuit_open"), `retry_at` (clock of the ReconnectingClient)
+    the earliest next dial, `last_error` the last dial's failure (e.g. a ConnectFailed with
+    reason "timeout": a function in a VPC without a route to AppSync)."""
+
+    error_type = "Livelambda.AppSyncGaveUp"
+
+    def __init__(
+        self,
+        reason: str,
+        retry_at: float | None,
+        *,
+        now: float,
+        attempts: int,
+        endpoint: str | None,
+        last_error: BaseException | None,
+    ) -> None:
+        self.reason = reason
+        self.retry_at = retry_at
+        self.attempts = attempts
+        self.endpoint = endpoint
+        self.last_error = last_error
+        where = f" at {endpoint}" if endpoint else ""
+        msg = f"gave up connecting to AppSync{where}: {_REASONS.get(reason, reason)}"
+        msg += f" ({attempts} attempt(s) in total)"
+        if last_error is not None:
+            msg += f"; last error: {last_error}"
+        if retry_at is not None:
+            msg += f". The next attempt is allowed in {max(0.0, retry_at - now):.1f}s"
+        super().__init__(msg)
+
+
+class CircuitOpen(ConnectGiveUp):
+    """The breaker is open: the demand failed fast, without dialling."""
+
+    error_type = "Livelambda.AppSyncCircuitOpen"
+
+
+class ConnectionState(_Record):
+    """What a dashboard shows. `state`: "connecting" | "connected" | "backoff" | "stopped".
+
+    `attempt` is the current dial's number since the last success; `attempts` counts every dial ever
+    started; `retry_at` (the client's clock) and `retry_in_s` are set in "backoff"."""
+
+    __slots__ = _fields = (
+        "state", "attempt", "attempts", "at", "retry_at", "retry_in_s", "last_error", "endpoint"
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        state: str,
+        attempt: int,
+        attempts: int,
+        at: float,
+        retry_at: float | None = None,
+        retry_in_s: float | None = None,
+        last_error: str | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        self.state = state
+        self.attempt = attempt
+        self.attempts = attempts
+        self.at = at
+        self.retry_at = retry_at
+        self.retry_in_s = retry_in_s
+        self.last_error = last_error
+        self.endpoint = endpoint
+
+
+def _retryable(exc: BaseException) -> bool:
+    """A rejection that another dial will not fix (bad key, wrong URL) ends the demand at once."""
+    if isinstance(exc, AppSyncServiceError):
+        return False
+    return not (isinstance(exc, ConnectFailed) and exc.reason == "rejected")
+
+
+class ReconnectingClient:
+    """Owns at most one AppSyncEventsClient at a time and (re)dials it under a ReconnectPolicy.
+
+    `client_factory()` returns a new, unconnected AppSyncEventsClient. `clock` must be the clock the
+    deadlines are given on (monotonic); `sleep` is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        client_factory: Callable[[], AppSyncEventsClient],
+        policy: ReconnectPolicy,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        self._factory = client_factory
+        self.policy = policy
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+        self._client: AppSyncEventsClient | None = None
+        self._connected = asyncio.Event()
+        self._closed = False
+        self._running = False
+        self._run_task: asyncio.Task[Any] | None = None
+        self._on_state: Callable[[ConnectionState], Any] | None = None
+        self.last_error: BaseException | None = None
+        self.endpoint: str | None = None
+        self.state = ConnectionState("stopped", 0, 0, clock())
+        self.callback_errors = 0
+        self._subs: list[Subscription] = []
+        self._watch_task: asyncio.Task[None] | None = None
+
+    # ---------------------------------------------------------------------------- queries
+    @property
+    def client(self) -> AppSyncEventsClient | None:
+        """The current open client, or None."""
+        c = self._client
+        return c if c is not None and c.is_open else None
+
+    @property
+    def stats(self) -> PolicyStats:
+        return self.policy.stats
+
+    # ---------------------------------------------------------------------------- on_demand
+    async def ensure_connected(self, deadline: float | None = None) -> AppSyncEventsClient:
+        """An open, fresh client. on_demand: dials if needed, only as the policy allows, within
+        `deadline` (required, on this object's clock); raises ConnectGiveUp / CircuitOpen, or the
+        dial's own error when it cannot be fixed by retrying (AppSyncServiceError, a 4xx rejection).
+        persistent: waits (up to `deadline`, if given) for the connection that `run()` keeps."""
+        if self._closed:
+            raise LocalProtocolError("ensure_connected() after close()")
+        if self.policy.config.mode == "persistent":
+            return await self._wait_persistent(deadline)
+        async with self._lock:
+            await self._drop_if_stale()
+            while True:
+                now = self._clock()
+                action = self.policy.next_action(now, deadline)
+                if isinstance(action, Ready):
+                    assert self._client is not None
+                    return self._client
+                if isinstance(action, GiveUp):
+                    raise self._give_up(action, now)
+                if isinstance(action, Wait):
+                    await self._sleep(max(0.0, action.until - now))
+                    continue
+                assert isinstance(action, Dial)
+                budget = None if deadline is None else max(0.0, deadline - now)
+                client = await self._dial(action, timeout_s=budget)
+                if client is None and self.last_error is not None and not _retryable(self.last_error):
+                    raise self.last_error
+
+    def end_demand(self) -> None:
+        """on_demand: the invocation is over (resets the per-invocation attempt count)."""
+        self.policy.end_demand(self._clock())
+
+    @contextlib.asynccontextmanager
+    async def demand(self, deadline: float) -> AsyncIterator[AppSyncEventsClient]:
+        """`ensure_connected(deadline)`, with `end_demand()` when the block exits."""
+        try:
+            yield await self.ensure_connected(deadline)
+        finally:
+            self.end_demand()
+
+    async def _wait_persistent(self, deadline: float | None) -> AppSyncEventsClient:
+        while True:
+            client = self.client
+            if client is not None:
+                return client
+            now = self._clock()
+            timeout = None if deadline is None else deadline - now
+            if timeout is not None and timeout <= 0:
+                raise ConnectGiveUp(
+                    "deadline",
+                    self.state.retry_at,
+                    now=now,
+                    attempts=self.stats.attempts,
+                    endpoint=self.endpoint,
+                    last_error=self.last_error,
+                )
+            if self._client is not None:  # it died; run() has yet to notice: wait for the next one
+                self._connected.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def _drop_if_stale(self) -> None:
+        """A thawed sandbox: trust the kept socket only if a frame arrived within connectionTimeoutMs."""
+        client = self._client
+        if client is None:
+            return
+        if client.is_open and client.is_stale(self._clock()):
+            for _ in range(3):  # frames that were already read may not have been dispatched yet
+                await asyncio.sleep(0)
+        if client.is_open and client.is_stale(self._clock()):
+            client.abort(ConnectionLost(f"no frame from AppSync for over {client.timeout_s:g}s: stale"))
+        if not client.is_open:
+            await self._lost(client, client.close_reason)
+
+    def _give_up(self, action: GiveUp, now: float) -> ConnectGiveUp:
+        cls = CircuitOpen if action.reason == "circuit_open" else ConnectGiveUp
+        return cls(
+            action.reason,
+            action.retry_at,
+            now=now,
+            attempts=self.stats.attempts,
+            endpoint=self.endpoint,
+            last_error=self.last_error,
+        )
+
+    # ---------------------------------------------------------------------------- dialling
+    async def _dial(
+        self,
+        action: Dial,
+        *,
+        timeout_s: float | None = None,
+        channels: Sequence[str] = (),
+    ) -> AppSyncEventsClient | None:
+        """One dial, as the policy granted it (lock held). Returns the client, or None if it failed."""
+        client = self._factory()
+        self.endpoint = client.realtime_url
+        self.policy.dial_started(self._clock())
+        self._report("connecting", attempt=action.attempt)
+        subs: list[Subscription] = []
+        default = client.open_timeout_s + client.ack_timeout_s
+        try:
+            await client.connect(timeout_s=default if timeout_s is None else min(timeout_s, default))
+            for channel in channels:
+                subs.append(await client.subscribe(channel))
+        except _DIAL_ERRORS as exc:
+            await client.close()
+            self.policy.dial_failed(self._clock())
+            self.last_error = exc
+            log.info("AppSync dial %d failed: %s", action.attempt, exc)
+            return None
+        except BaseException:
+            await client.close()
+            self.policy.dial_failed(self._clock())
+            raise
+        self.policy.dial_succeeded(self._clock())
+        self._client = client
+        self._subs = subs
+        self._connected.set()
+        self._report("connected", attempt=action.attempt)
+        if self.policy.config.mode == "on_demand":
+            self._watch_task = asyncio.ensure_future(self._watch(client))
+        return client
+
+    async def _watch(self, client: AppSyncEventsClient) -> None:
+        reason = await client.wait_closed()
+        async with self._lock:
+            await self._lost(client, reason)
+
+    async def _lost(self, client: AppSyncEventsClient, reason: BaseException | None) -> None:
+        """Tell the policy (once) that the current connection ended."""
+        if self._client is not client:
+            return
+        self._client = None
+        self._connected.clear()
+        if reason is not None:
+            self.last_error = reason
+        await client.close()
+        self.policy.connection_lost(self._clock())
+
+    # ---------------------------------------------------------------------------- persistent
+    async def run(
+        self,
+        channels: Sequence[str],
+        on_event: Callable[[str, Any], Any],
+        *,
+        on_state: Callable[[ConnectionState], Any] | None = None,
+    ) -> None:
+        """persistent mode: keep one connection with `channels` subscribed until `close()`.
+
+        `on_event(channel, event)` is called for each decoded event (a coroutine result is awaited);
+        its exceptions are logged and counted in `callback_errors`. `on_state(ConnectionState)` is
+        called on every change: connecting (each attempt), connected, backoff (with the next retry
+        time), stopped. A subscribe_error retries like a failed dial, at the policy's floor rate.
+        """
+        if self.policy.config.mode != "persistent":
+            raise LocalProtocolError("run() needs a ReconnectPolicy in 'persistent' mode")
+        if self._running:
+            raise LocalProtocolError("run() is already running on this ReconnectingClient")
+        self._running = True
+        self._on_state = on_state
+        self._run_task = asyncio.current_task()
+        try:
+            while not self._closed:
+                now = self._clock()
+                action = self.policy.next_action(now)
+                if isinstance(action, Wait):
+                    self._report("backoff", retry_at=action.until)
+                    await self._sleep(max(0.0, action.until - now))
+                    continue
+                if not isinstance(action, Dial):  # Ready or GiveUp cannot happen in persistent mode
+                    raise LocalProtocolError(f"persistent policy returned {action!r}")
+                async with self._lock:
+                    client = await self._dial(action, channels=channels)
+                if client is None:
+                    continue
+                pumps = [asyncio.ensure_future(self._pump(s, on_event)) for s in self._subs]
+                try:
+                    reason = await client.wait_closed()
+                    # Events received before the loss are still handed over; then the pumps end.
+                    await asyncio.gather(*pumps, return_exceptions=True)
+                finally:
+                    for pump in pumps:
+                        pump.cancel()
+                async with self._lock:
+                    await self._lost(client, reason)
+        except asyncio.CancelledError:
+            if not self._closed:
+                raise
+        finally:
+            self._running = False
+            self._run_task = None
+            client = self._client
+            self._client = None
+            if client is not None:
+                await client.close()
+            self._report("stopped")
+
+    async def _pump(self, sub: Subscription, on_event: Callable[[str, Any], Any]) -> None:
+        try:
+            async for event in sub:
+                try:
+                    result = on_event(sub.channel, event)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    self.callback_errors += 1
+                    log.exception("on_event failed for an event of %s", sub.channel)
+        except LivelambdaError:
+            pass  # the connection ended; run() handles it
+
+    def _report(self, state: str, *, attempt: int | None = None, retry_at: float | None = None) -> None:
+        now = self._clock()
+        err = self.last_error
+        self.state = ConnectionState(
+            state=state,
+            attempt=attempt if attempt is not None else self.state.attempt,
+            attempts=self.stats.attempts,
+            at=now,
+            retry_at=retry_at,
+            retry_in_s=None if retry_at is None else max(0.0, retry_at - now),
+            last_error=None if err is None or state == "connected" else f"{type(err).__name__}: {err}",
+            endpoint=self.endpoint,
+        )
+        if self._on_state is not None:
+            try:
+                self._on_state(self.state)
+            except Exception:
+                log.exception("on_state callback failed")
+
+    # ---------------------------------------------------------------------------- close
+    async def close(self) -> None:
+        """Stop `run()` (if running) and close the connection. The object is not reusable."""
+        self._closed = True
+        task = self._run_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+        watch, self._watch_task = self._watch_task, None
+        if watch is not None and not watch.done():
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch

@@ -1,0 +1,253 @@
+"""One Lambda sandbox in live mode: at most one AppSync connection, opened only when an invocation
+needs it, kept across warm invocations, distrusted after a long freeze, and every invocation ended
+once — with the dev server's outcome or a typed livelambda error — before the Lambda deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from stub_runtime import live_protocol as lp
+from stub_runtime.appsync.auth import ApiKeyAuth, IamAuth
+from stub_runtime.appsync.client import (
+    AppSyncConnectionError,
+    AppSyncEventsClient,
+    ClientClosed,
+    ConnectionLost,
+    Subscription,
+)
+from stub_runtime.appsync.frames import AppSyncServiceError
+from stub_runtime.appsync.reconnecting import ConnectGiveUp, ReconnectingClient
+from stub_runtime.envelope import EnvelopeRejected, Message, Reassembler, encode, new_id
+from stub_runtime.errors import LivelambdaError, RemoteProtocolError
+from stub_runtime.outcomes import (
+    AppSyncRejected,
+    DeadlineExceeded,
+    DevServerLost,
+    DevServerNotRunning,
+    EndpointUnreachable,
+    Rejected,
+)
+from stub_runtime.reconnect import PolicyConfig, ReconnectPolicy
+from stub_runtime.settings import StubSettings
+
+log = logging.getLogger("livelambda.stub")
+
+_LOST = object()  # put in every waiter's queue when the connection ends
+
+
+class HandlerError(Exception):
+    """The handler failed on the developer's machine; carries Lambda's three error fields as-is."""
+
+    def __init__(self, error_type: str, message: str, stack_trace: list[str]) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.stack_trace = stack_trace
+
+
+class Sandbox:
+    def __init__(
+        self,
+        settings: StubSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.id = new_id()[:16]
+        self.clock = clock
+        self.wall = wall
+        self.loop = asyncio.new_event_loop()
+        host = urlsplit(settings.http_url).netloc
+        if settings.auth == "iam":
+            auth: Any = IamAuth(host, settings.region)
+        else:
+            auth = ApiKeyAuth(settings.api_key or "", host)
+
+        def factory() -> AppSyncEventsClient:
+            return AppSyncEventsClient(
+                settings.http_url,
+                settings.realtime_url,
+                auth,
+                open_timeout_s=settings.connect_timeout_s,
+                ack_timeout_s=settings.connect_timeout_s,
+                clock=clock,
+            )
+
+        self.connection = ReconnectingClient(
+            factory, ReconnectPolicy(PolicyConfig(mode="on_demand")), clock=clock
+        )
+        self.reassembler = Reassembler(settings.secret, settings.session)
+        self.hello_sent = False
+        self.invocations = 0
+        self._subscribed_client: AppSyncEventsClient | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        self._waiters: dict[str, asyncio.Queue[Any]] = {}
+
+    # ------------------------------------------------------------------ the Lambda-facing entry
+    def invoke(self, event: Any, context: Any) -> Any:
+        """Forward one invocation; return the handler's result or raise its error / ours."""
+        self.invocations += 1
+        return self.loop.run_until_complete(self._invoke(event, context))
+
+    async def _invoke(self, event: Any, context: Any) -> Any:
+        s = self.settings
+        remaining_s = context.get_remaining_time_in_millis() / 1000
+        start = self.clock()
+        deadline = start + remaining_s - s.deadline_margin_s
+        deadline_ms = int(self.wall() * 1000 + remaining_s * 1000)
+        request_id = context.aws_request_id
+        body: dict[str, Any] = {"event": event, "context": lp.context_to_dict(context, deadline_ms)}
+        if not self.hello_sent:
+            body["hello"] = hello(context, self.invocations)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._waiters[request_id] = queue
+        try:
+            await self._send(request_id, body, deadline)
+            self.hello_sent = True
+            acked = False
+            ack_by = self.clock() + s.ack_timeout_s
+            # Until acknowledged, ask again now and then: a dev server that was reconnecting when
+            # the first copy went out gets the next one (it runs each request id at most once).
+            resend_every = s.ack_timeout_s / 4
+            resend_at = self.clock() + resend_every
+            last_heard = self.clock()
+            while True:
+                now = self.clock()
+                if not acked and now >= resend_at and now < ack_by:
+                    await self._send(request_id, body, deadline)
+                    resend_at = self.clock() + resend_every
+                    continue
+                waiting_for = min(ack_by, resend_at) if not acked else last_heard + s.silence_timeout_s
+                until = min(deadline, waiting_for)
+                try:
+                    item = await asyncio.wait_for(queue.get(), max(0.0, until - now))
+                except asyncio.TimeoutError:
+                    if not acked and self.clock() < min(ack_by, deadline):
+                        continue  # time to ask again
+                    if not acked:
+                        raise DevServerNotRunning(s.session, self.clock() - start) from None
+                    if self.clock() >= deadline:
+                        raise DeadlineExceeded(request_id, remaining_s) from None
+                    raise DevServerLost(request_id, s.silence_timeout_s) from None
+                if item is _LOST:
+                    # The socket died under us: a new connection, and the invocation asked again
+                    # (a fresh message id; the dev server runs each request id at most once).
+                    await self._send(request_id, body, deadline)
+                    continue
+                assert isinstance(item, Message)
+                last_heard = self.clock()
+                if item.kind in (lp.ACK, lp.HEARTBEAT):
+                    acked = True
+                elif item.kind == lp.RESULT:
+                    return _outcome(item.body)
+                elif item.kind == lp.REJECT:
+                    raise Rejected(str(item.body.get("message", "the dev server refused the invocation")))
+        finally:
+            del self._waiters[request_id]
+            self.connection.end_demand()
+
+    # ------------------------------------------------------------------ connection
+    async def _send(self, request_id: str, body: dict[str, Any], deadline: float) -> None:
+        """Publish the invocation. A kept socket can turn out dead only when written to (it broke
+        while the sandbox was frozen): then one fresh connection, as the policy allows."""
+        message = Message(lp.INVOKE, self.settings.session, request_id, self.id, body)
+        events = encode(message, self.settings.secret, int(self.wall() * 1000))
+        channel = lp.request_channel(self.settings.session)
+        for attempt in (1, 2):
+            client = await self._channel(deadline)
+            try:
+                result = await asyncio.wait_for(
+                    client.publish(channel, events), max(0.01, deadline - self.clock())
+                )
+            except (ConnectionLost, ClientClosed):
+                if attempt == 2:
+                    raise
+                continue
+            result.raise_for_failed()
+            return
+
+    async def _channel(self, deadline: float) -> AppSyncEventsClient:
+        """An open connection subscribed to this sandbox's response channel."""
+        s = self.settings
+        try:
+            client = await self.connection.ensure_connected(deadline)
+            if client is not self._subscribed_client:
+                sub = await client.subscribe(lp.response_channel(s.session, self.id))
+                self._subscribed_client = client
+                self._pump_task = asyncio.ensure_future(self._pump(sub))
+        except ConnectGiveUp as exc:
+            detail = str(exc.last_error) if exc.last_error is not None else str(exc)
+            if exc.reason == "circuit_open":
+                detail = str(exc)
+            raise EndpointUnreachable(
+                s.realtime_url, detail, in_vpc=s.in_vpc, vpc_detail=s.vpc_detail
+            ) from None
+        except AppSyncServiceError as exc:
+            raise AppSyncRejected(s.realtime_url, str(exc)) from None
+        except (AppSyncConnectionError, asyncio.TimeoutError, OSError) as exc:
+            raise EndpointUnreachable(
+                s.realtime_url, f"{type(exc).__name__}: {exc}", in_vpc=s.in_vpc, vpc_detail=s.vpc_detail
+            ) from None
+        return client
+
+    async def _pump(self, sub: Subscription) -> None:
+        try:
+            while True:
+                event = await sub.get()
+                try:
+                    message = self.reassembler.feed(event, int(self.wall() * 1000))
+                except EnvelopeRejected as exc:
+                    log.warning("livelambda: dropped a message: %s", exc)
+                    continue
+                if message is None or message.sandbox_id != self.id:
+                    continue
+                waiter = self._waiters.get(message.invocation_id)
+                if waiter is not None:
+                    waiter.put_nowait(message)
+        except (LivelambdaError, asyncio.CancelledError):
+            pass
+        finally:
+            if self._subscribed_client is sub.client:
+                self._subscribed_client = None
+            for waiter in self._waiters.values():
+                waiter.put_nowait(_LOST)
+
+
+def _outcome(body: Any) -> Any:
+    if not isinstance(body, dict) or "status" not in body:
+        raise RemoteProtocolError(f"the dev server sent a result without a status: {body!r:.200}")
+    if body["status"] == lp.OK:
+        return body.get("response")
+    error = body.get("error") or {}
+    raise HandlerError(
+        str(error.get("errorType") or "Runtime.Unknown"),
+        str(error.get("errorMessage") or ""),
+        [str(line) for line in error.get("stackTrace") or []],
+    )
+
+
+def hello(context: Any, invocation_count: int) -> dict[str, Any]:
+    """What the dev server should know of the real function: its configuration, never credentials."""
+    env = os.environ
+    return {
+        "function_name": context.function_name,
+        "function_version": context.function_version,
+        "invoked_function_arn": context.invoked_function_arn,
+        "memory_limit_in_mb": str(context.memory_limit_in_mb),
+        "log_group_name": context.log_group_name,
+        "region": env.get("AWS_REGION", ""),
+        "runtime": env.get("AWS_EXECUTION_ENV", ""),
+        "handler": env.get("LIVELAMBDA_ORIGINAL_HANDLER", ""),
+        "architecture": platform.machine(),
+        "python": platform.python_version(),
+        "environment": lp.public_environment(dict(env)),
+        "sandbox_invocations": invocation_count,
+    }

@@ -1,0 +1,576 @@
+"""AppSyncEventsClient and ReconnectingClient against `livelambda cloud` as a real subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stub_runtime.appsync.auth import ApiKeyAuth, IamAuth
+from stub_runtime.appsync.client import (
+    AppSyncEventsClient,
+    AppSyncServiceError,
+    ClientClosed,
+    ConnectFailed,
+    ConnectionLost,
+    HttpPublishFailed,
+    InvalidChannel,
+    InvalidEvents,
+)
+from stub_runtime.appsync.frames import MAX_EVENT_BYTES
+from stub_runtime.appsync.reconnecting import (
+    CircuitOpen,
+    ConnectGiveUp,
+    ConnectionState,
+    ReconnectingClient,
+)
+from stub_runtime.errors import LocalProtocolError
+from stub_runtime.reconnect import PolicyConfig, ReconnectPolicy
+from tests.conftest import CloudProcess
+
+WAIT_S = 15.0  # upper bound for things that take milliseconds; never a timing assertion
+
+
+def make_auth(cloud: CloudProcess, mode: str) -> ApiKeyAuth | IamAuth:
+    if mode == "api_key":
+        return ApiKeyAuth(cloud.api_key, cloud.host)
+    return IamAuth.from_keys(cloud.host, cloud.region, cloud.iam.access_key_id, cloud.iam.secret_access_key)
+
+
+def factory(cloud: CloudProcess, mode: str = "api_key", **kw: Any) -> Callable[[], AppSyncEventsClient]:
+    return lambda: AppSyncEventsClient(cloud.http_url, cloud.realtime_url, make_auth(cloud, mode), **kw)
+
+
+def session() -> str:
+    return "t" + uuid.uuid4().hex[:12]
+
+
+async def until(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def take(sub: Any, n: int) -> list[Any]:
+    return [await asyncio.wait_for(sub.get(), WAIT_S) for _ in range(n)]
+
+
+def process_state(cloud: CloudProcess) -> str:
+    """The one-letter state of the emulator process ("T": stopped), from /proc."""
+    assert cloud.proc is not None
+    stat = Path(f"/proc/{cloud.proc.pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def attempts_at(cloud: CloudProcess) -> int:
+    stats = cloud.stats()
+    return stats["connections_total"] + stats["connections_refused"]
+
+
+# ------------------------------------------------------------------------------------------ one client
+@pytest.mark.parametrize("mode", ["api_key", "iam"])
+async def test_connect_subscribe_publish_receive(shared_cloud: CloudProcess, mode: str) -> None:
+    client = factory(shared_cloud, mode)()
+    await client.connect()
+    try:
+        assert client.is_open and client.connection_timeout_ms == 300_000
+        assert not client.is_stale()
+        s = session()
+        sub = await client.subscribe(f"/livelambda/{s}/*")
+        assert sub.active
+
+        result = await client.publish(f"/livelambda/{s}/a", [json.dumps({"via": "publish", "x": "<b>"})])
+        assert result.ok and [e.index for e in result.successful] == [0]
+        assert (await client.publish_ws(f"/livelambda/{s}/b/c", ['{"via":"ws"}'])).ok
+        assert (await client.publish_http(f"/livelambda/{s}/c", ['{"via":"http"}', "42"])).ok
+
+        got = await take(sub, 4)
+        assert {"via": "publish", "x": "<b>"} in got and {"via": "ws"} in got
+        assert {"via": "http"} in got and 42 in got
+        await client.publish(f"/livelambda/{s}x/a", ['"elsewhere"'])  # not below the pattern
+        await client.publish(f"/livelambda/{s}/d", ['"last"'])
+        assert await asyncio.wait_for(sub.get(), WAIT_S) == "last"
+    finally:
+        await client.close()
+    assert client.closed and await client.wait_closed() is None
+
+
+async def test_iam_publish_routes_over_http(shared_cloud: CloudProcess) -> None:
+    client = factory(shared_cloud, "iam")()
+    before = shared_cloud.stats()["publishes"]
+    # No connect(): HTTP publish needs no WebSocket, and IAM publishes go over HTTP.
+    result = await client.publish(f"/livelambda/{session()}/a", ['{"html":"<p>é</p>"}'])
+    assert result.ok and shared_cloud.stats()["publishes"] == before + 1
+
+
+async def test_publish_splits_batches_of_five(shared_cloud: CloudProcess) -> None:
+    client = factory(shared_cloud)()
+    await client.connect()
+    try:
+        s = session()
+        sub = await client.subscribe(f"/livelambda/{s}/*")
+        before = shared_cloud.stats()["publishes"]
+        events = [json.dumps(i) for i in range(12)]
+        ws = await client.publish_ws(f"/livelambda/{s}/n", events)
+        http = await client.publish_http(f"/livelambda/{s}/n", events)
+        for result in (ws, http):
+            assert result.ok and [e.index for e in result.successful] == list(range(12))
+            assert len({e.identifier for e in result.successful}) == 12
+        assert shared_cloud.stats()["publishes"] == before + 6  # 3 + 3 requests of at most 5
+        assert sorted(await take(sub, 24)) == sorted(list(range(12)) * 2)
+    finally:
+        await client.close()
+
+
+async def test_subscribe_error_raises(shared_cloud: CloudProcess) -> None:
+    client = factory(shared_cloud)()
+    await client.connect()
+    try:
+        with pytest.raises(AppSyncServiceError) as info:
+            await client.subscribe(f"/nosuchnamespace/{session()}/*")  # valid shape, unknown namespace
+        assert info.value.error_type == "BadRequestException"
+        assert info.value.errors[0].message == "Invalid Channel Format"
+        assert client.is_open  # the connection survives a refused subscription
+        assert (await client.subscribe(f"/livelambda/{session()}")).active
+    finally:
+        await client.close()
+
+
+async def test_invalid_channel_fails_before_sending(shared_cloud: CloudProcess) -> None:
+    client = factory(shared_cloud)()
+    await client.connect()
+    try:
+        before = shared_cloud.stats()
+        with pytest.raises(InvalidChannel):
+            await client.subscribe("livelambda/no-leading-slash")
+        with pytest.raises(InvalidChannel):
+            await client.publish("/livelambda/x/*", ["1"])  # wildcard: subscribe only
+        with pytest.raises(InvalidChannel):
+            await client.publish_http("/a/b/c/d/e/f", ["1"])
+        with pytest.raises(InvalidEvents):
+            await client.publish("/livelambda/x", [{"not": "a string"}])  # type: ignore[list-item]
+        after = shared_cloud.stats()
+        assert after["subscriptions_total"] == before["subscriptions_total"]
+        assert after["publishes"] == before["publishes"]
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("path", ["ws", "http"])
+async def test_oversized_event_reported_failed(shared_cloud: CloudProcess, path: str) -> None:
+    s = session()
+    big = json.dumps("x" * MAX_EVENT_BYTES)  # 2 bytes over with its quotes
+    events = ['"a"', big, '"b"']
+    local = factory(shared_cloud)()
+    unchecked = factory(shared_cloud, max_event_bytes=None)()  # let the server judge it
+    for client in (local, unchecked):
+        await client.connect()
+    try:
+        sub = await local.subscribe(f"/livelambda/{s}/*")
+        before = shared_cloud.stats()["events_failed"]
+        for client, is_local in ((local, True), (unchecked, False)):
+            publish = client.publish_ws if path == "ws" else client.publish_http
+            result = await publish(f"/livelambda/{s}/big", events)
+            assert [e.index for e in result.successful] == [0, 2]
+            assert len(result.failed) == 1 and result.failed[0].index == 1
+            assert result.failed[0].local is is_local and not result.ok
+            assert str(MAX_EVENT_BYTES) in result.failed[0].message
+            if not is_local:
+                assert result.failed[0].code == 400
+            with pytest.raises(AppSyncServiceError):
+                result.raise_for_failed()
+        assert shared_cloud.stats()["events_failed"] == before + 1  # the local check sent nothing
+        assert sorted(await take(sub, 4)) == ["a", "a", "b", "b"]
+    finally:
+        await local.close()
+        await unchecked.close()
+
+
+async def test_publish_errors(shared_cloud: CloudProcess) -> None:
+    client = factory(shared_cloud)()
+    await client.connect()
+    try:
+        with pytest.raises(AppSyncServiceError) as ws_err:
+            await client.publish_ws("/nosuchnamespace/a", ["1"])
+        assert ws_err.value.error_type == "BadRequestException"
+        with pytest.raises(AppSyncServiceError) as http_err:
+            await client.publish_http("/nosuchnamespace/a", ["1"])
+        assert http_err.value.error_type == "BadRequestException" and http_err.value.status == 400
+    finally:
+        await client.close()
+    bad = AppSyncEventsClient(shared_cloud.http_url, shared_cloud.realtime_url, ApiKeyAuth("da2-wrong", "x"))
+    with pytest.raises(AppSyncServiceError) as unauthorized:
+        await bad.publish_http("/livelambda/a", ["1"])
+    assert unauthorized.value.error_type == "UnauthorizedException" and unauthorized.value.status == 401
+
+
+@pytest.mark.parametrize("mode", ["api_key", "iam"])
+async def test_unauthorized_connect_raises_service_error(shared_cloud: CloudProcess, mode: str) -> None:
+    if mode == "api_key":
+        auth: ApiKeyAuth | IamAuth = ApiKeyAuth("da2-wrong", shared_cloud.host)
+    else:
+        auth = IamAuth.from_keys(shared_cloud.host, shared_cloud.region, "AKIDTEST", "wrong-secret")
+    client = AppSyncEventsClient(shared_cloud.http_url, shared_cloud.realtime_url, auth)
+    with pytest.raises(AppSyncServiceError) as info:
+        await client.connect()
+    assert info.value.error_type == "UnauthorizedException"
+    assert client.closed
+    with pytest.raises(ClientClosed):
+        await client.subscribe("/livelambda/a")
+
+
+async def test_unsubscribe(shared_cloud: CloudProcess) -> None:
+    client = factory(shared_cloud)()
+    await client.connect()
+    try:
+        s = session()
+        sub = await client.subscribe(f"/livelambda/{s}/*")
+        keep = await client.subscribe(f"/livelambda/{s}/*")
+        await client.unsubscribe(sub)
+        assert not sub.active
+        await client.unsubscribe(sub)  # idempotent
+        await client.publish(f"/livelambda/{s}/a", ['"after"'])
+        assert await asyncio.wait_for(keep.get(), WAIT_S) == "after"
+        assert [e async for e in sub] == []  # ended: iteration stops, nothing was delivered
+        with pytest.raises(ClientClosed):
+            await sub.get()
+    finally:
+        await client.close()
+
+
+async def test_close_ends_subscriptions_and_operations(shared_cloud: CloudProcess) -> None:
+    client = factory(shared_cloud)()
+    await client.connect()
+    sub = await client.subscribe(f"/livelambda/{session()}/*")
+    waiter = asyncio.ensure_future(sub.get())
+    await asyncio.sleep(0)
+    await client.close()
+    with pytest.raises(ClientClosed):
+        await waiter
+    with pytest.raises(ClientClosed):
+        await client.publish_ws("/livelambda/a", ["1"])
+    await client.close()  # idempotent
+
+
+# ------------------------------------------------------------------------------------------ liveness
+async def test_server_drop_is_connection_lost(shared_cloud: CloudProcess) -> None:
+    client = factory(shared_cloud)()
+    await client.connect()
+    sub = await client.subscribe(f"/livelambda/{session()}/*")
+    waiter = asyncio.ensure_future(sub.get())
+    shared_cloud.faults(drop_connections=True)  # closes with 1000, as the service does even on failure
+    reason = await asyncio.wait_for(client.wait_closed(), WAIT_S)
+    assert isinstance(reason, ConnectionLost) and client.closed and client.is_stale()
+    with pytest.raises(ConnectionLost):
+        await waiter
+    with pytest.raises(ConnectionLost):
+        await client.publish_ws("/livelambda/a", ["1"])
+
+
+async def test_keepalive_watchdog_detects_silent_server(cloud: CloudProcess) -> None:
+    """A server that stops sending (frozen: TCP stays up, no close) is detected by the watchdog."""
+    assert cloud.proc is not None
+    client = factory(cloud, silence_timeout_s=2.5)()  # ka every 1 s in the fixture
+    await client.connect()
+    sub = await client.subscribe(f"/livelambda/{session()}/*")
+    first = client.last_frame_at
+    await until(lambda: client.last_frame_at != first, "a keep-alive frame")
+    assert client.stats["keepalives"] >= 1 and client.is_open
+    cloud.proc.send_signal(signal.SIGSTOP)
+    try:
+        reason = await asyncio.wait_for(client.wait_closed(), WAIT_S)
+    finally:
+        cloud.proc.send_signal(signal.SIGCONT)
+    assert isinstance(reason, ConnectionLost) and "no frame" in str(reason)
+    assert client.is_stale()
+    with pytest.raises(ConnectionLost):
+        await sub.get()
+
+
+async def test_is_stale(shared_cloud: CloudProcess) -> None:
+    client = factory(shared_cloud)()
+    assert client.is_stale()  # never connected
+    await client.connect()
+    try:
+        assert client.last_frame_at is not None
+        assert not client.is_stale(client.last_frame_at + 299.0)
+        assert client.is_stale(client.last_frame_at + 300.5)  # connectionTimeoutMs 300000
+        first = client.last_frame_at
+        await until(lambda: client.last_frame_at != first, "a keep-alive frame")  # every frame counts
+    finally:
+        await client.close()
+    assert client.is_stale()
+
+
+# ------------------------------------------------------------------------------------------ reconnecting
+def persistent_policy() -> ReconnectPolicy:
+    return ReconnectPolicy(
+        PolicyConfig(mode="persistent", base_delay_s=0.05, max_delay_s=0.5, stable_after_s=30.0)
+    )
+
+
+async def test_persistent_recovers_from_drops_during_a_burst(shared_cloud: CloudProcess) -> None:
+    s = session()
+    received: list[Any] = []
+    states: list[ConnectionState] = []
+    rc = ReconnectingClient(factory(shared_cloud), persistent_policy())
+    runner = asyncio.ensure_future(
+        rc.run([f"/livelambda/{s}/*"], lambda ch, ev: received.append(ev), on_state=states.append)
+    )
+    publisher = factory(shared_cloud)()  # HTTP publish: independent of the connection under test
+    drops = 3
+    try:
+        await asyncio.wait_for(rc.ensure_connected(), WAIT_S)
+        sent = 0
+        for _ in range(drops):
+            successes = rc.stats.successes
+            for _ in range(5):  # a burst while the connection is dropped under it
+                await publisher.publish_http(f"/livelambda/{s}/burst", [json.dumps(["burst", sent])])
+                sent += 1
+            shared_cloud.faults(drop_connections=True, abrupt=sent % 2 == 0)
+            for _ in range(5):
+                await publisher.publish_http(f"/livelambda/{s}/burst", [json.dumps(["burst", sent])])
+                sent += 1
+            await until(lambda n=successes: rc.stats.successes > n, "a reconnection")
+        await asyncio.wait_for(rc.ensure_connected(), WAIT_S)
+
+        after = [json.dumps(["after", i]) for i in range(7)]
+        assert (await publisher.publish_http(f"/livelambda/{s}/after", after)).ok
+        await until(lambda: sum(1 for e in received if e[0] == "after") == 7, "events after recovery")
+
+        stats = rc.stats
+        assert stats.successes == drops + 1 and stats.losses == drops
+        assert stats.attempts == stats.successes + stats.failures
+        assert stats.attempts <= 2 * (drops + 1)  # the emulator accepted every dial: no retry storms
+        assert sorted(e[1] for e in received if e[0] == "after") == list(range(7))  # HTTP: 2 requests
+        assert sum(1 for e in received if e[0] == "burst") <= sent  # some burst events fell in gaps
+        kinds = [st.state for st in states]
+        assert kinds.count("connected") == drops + 1 and "backoff" in kinds
+        assert states[-1].state == "connected" and states[-1].attempts == stats.attempts
+        backoff = next(st for st in states if st.state == "backoff")
+        assert backoff.retry_at is not None and backoff.retry_in_s is not None
+        assert backoff.last_error and "ConnectionLost" in backoff.last_error
+        assert shared_cloud.stats()["connections_current"] >= 1
+    finally:
+        await rc.close()
+        await asyncio.wait_for(runner, WAIT_S)
+    assert rc.state.state == "stopped" and rc.client is None
+
+
+async def test_persistent_keeps_dialling_while_refused(shared_cloud: CloudProcess) -> None:
+    """Refused dials back off (counted, bounded) and the connection returns when the server does."""
+    s = session()
+    received: list[Any] = []
+    states: list[ConnectionState] = []
+    shared_cloud.faults(refuse_connections_for_s=1.5)
+    t0 = time.monotonic()
+    rc = ReconnectingClient(factory(shared_cloud), persistent_policy())
+    runner = asyncio.ensure_future(
+        rc.run([f"/livelambda/{s}/*"], lambda ch, ev: received.append(ev), on_state=states.append)
+    )
+    try:
+        await asyncio.wait_for(rc.ensure_connected(), WAIT_S)
+        elapsed = time.monotonic() - t0
+        stats = rc.stats
+        assert stats.failures >= 1 and stats.successes == 1
+        assert stats.attempts == stats.failures + 1
+        # Floor rate: at most 2 dials per max_delay_s window once decayed, plus the decay itself.
+        assert stats.attempts <= 2 * (elapsed / 0.5 + 1) + 5
+        failing = [st for st in states if st.state == "backoff"]
+        assert failing and "unavailable" in (failing[0].last_error or "") + str(rc.last_error)
+        await factory(shared_cloud)().publish_http(f"/livelambda/{s}/x", ['"back"'])
+        await until(lambda: received == ["back"], "an event after the refusal")
+    finally:
+        await rc.close()
+        await asyncio.wait_for(runner, WAIT_S)
+
+
+def on_demand(**kw: Any) -> ReconnectPolicy:
+    cfg = {"mode": "on_demand", "base_delay_s": 0.05, "max_delay_s": 0.2, "min_dial_s": 0.1, **kw}
+    return ReconnectPolicy(PolicyConfig(**cfg))
+
+
+async def test_on_demand_reuses_and_redials_after_loss(shared_cloud: CloudProcess) -> None:
+    rc = ReconnectingClient(factory(shared_cloud), on_demand())
+    try:
+        async with rc.demand(time.monotonic() + WAIT_S) as first:
+            assert first.is_open
+        async with rc.demand(time.monotonic() + WAIT_S) as again:
+            assert again is first  # kept between invocations, no new dial
+        assert rc.stats.attempts == 1
+        shared_cloud.faults(drop_connections=True)
+        await asyncio.wait_for(first.wait_closed(), WAIT_S)
+        async with rc.demand(time.monotonic() + WAIT_S) as second:
+            assert second is not first and second.is_open
+        assert rc.stats.attempts == 2 and rc.stats.losses == 1
+    finally:
+        await rc.close()
+
+
+async def test_on_demand_thawed_stale_socket_is_not_trusted(cloud: CloudProcess) -> None:
+    """A sandbox frozen past connectionTimeoutMs: the kept socket is checked and replaced."""
+    assert cloud.proc is not None
+    offset = [0.0]
+
+    def clock() -> float:
+        return time.monotonic() + offset[0]
+
+    rc = ReconnectingClient(factory(cloud, clock=clock), on_demand(), clock=clock)
+    try:
+        async with rc.demand(clock() + WAIT_S) as first:
+            pass
+        cloud.proc.send_signal(signal.SIGSTOP)  # no keep-alive can refresh the old socket meanwhile
+        try:
+            await until(lambda: process_state(cloud) == "T", "the emulator to stop")
+            await asyncio.sleep(0.1)  # let the reader take a keep-alive sent just before the stop
+            offset[0] += 301.0  # the freeze: no frame "for" 301 s (connectionTimeoutMs 300000)
+            assert first.is_stale() and first.is_open
+            demand = asyncio.ensure_future(rc.ensure_connected(clock() + WAIT_S))
+            await until(lambda: rc.stats.attempts == 2, "the redial")
+            assert first.closed and isinstance(first.close_reason, ConnectionLost)
+        finally:
+            cloud.proc.send_signal(signal.SIGCONT)
+        second = await asyncio.wait_for(demand, WAIT_S)
+        rc.end_demand()
+        assert second is not first and not second.is_stale()
+        assert rc.stats.attempts == 2 and rc.stats.losses == 1
+    finally:
+        await rc.close()
+
+
+async def test_on_demand_gives_up_by_deadline_then_breaker_fails_fast(shared_cloud: CloudProcess) -> None:
+    shared_cloud.faults(refuse_connections_for_s=60)
+    policy = on_demand(max_attempts=50, breaker_threshold=4, breaker_cooldown_s=60.0)
+    rc = ReconnectingClient(factory(shared_cloud), policy)
+    try:
+        before = attempts_at(shared_cloud)
+        deadline = time.monotonic() + 1.0
+        with pytest.raises(ConnectGiveUp) as first:
+            await rc.ensure_connected(deadline)
+        assert time.monotonic() < deadline + 5.0  # by its deadline (generous bound: shared cores)
+        rc.end_demand()
+        err = first.value
+        assert err.reason in ("deadline", "circuit_open") and err.attempts == rc.stats.attempts >= 1
+        assert err.last_error is not None and "503" in str(err.last_error)
+        assert err.error_type.startswith("Livelambda.")
+        dials = attempts_at(shared_cloud) - before
+        assert dials == rc.stats.attempts <= 4
+
+        # Make sure the breaker is open (4 consecutive failures), then: fail fast, no dial.
+        while rc.policy.state != "open":
+            with pytest.raises(ConnectGiveUp):
+                await rc.ensure_connected(time.monotonic() + 1.0)
+            rc.end_demand()
+        at_server, at_policy = attempts_at(shared_cloud), rc.stats.attempts
+        for _ in range(5):
+            with pytest.raises(CircuitOpen) as fast:
+                await rc.ensure_connected(time.monotonic() + WAIT_S)
+            rc.end_demand()
+        assert fast.value.retry_at is not None and fast.value.retry_at > time.monotonic() + 30
+        assert "cool-down" in str(fast.value) and fast.value.error_type == "Livelambda.AppSyncCircuitOpen"
+        assert attempts_at(shared_cloud) == at_server and rc.stats.attempts == at_policy == 4
+    finally:
+        shared_cloud.faults(reset=True)
+        await rc.close()
+
+
+async def test_on_demand_attempts_are_capped_per_invocation(shared_cloud: CloudProcess) -> None:
+    shared_cloud.faults(refuse_connections_for_s=60)
+    rc = ReconnectingClient(factory(shared_cloud), on_demand(max_attempts=3, breaker_threshold=10))
+    try:
+        before = attempts_at(shared_cloud)
+        with pytest.raises(ConnectGiveUp) as info:
+            await rc.ensure_connected(time.monotonic() + WAIT_S)
+        assert info.value.reason == "attempts_exhausted" and rc.stats.attempts == 3
+        assert attempts_at(shared_cloud) - before == 3
+    finally:
+        shared_cloud.faults(reset=True)
+        await rc.close()
+
+
+async def test_on_demand_unauthorized_is_not_retried(shared_cloud: CloudProcess) -> None:
+    def bad() -> AppSyncEventsClient:
+        auth = ApiKeyAuth("da2-wrong", shared_cloud.host)
+        return AppSyncEventsClient(shared_cloud.http_url, shared_cloud.realtime_url, auth)
+
+    rc = ReconnectingClient(bad, on_demand())
+    with pytest.raises(AppSyncServiceError) as info:
+        await rc.ensure_connected(time.monotonic() + WAIT_S)
+    assert info.value.error_type == "UnauthorizedException" and rc.stats.attempts == 1
+
+
+# ------------------------------------------------------------------------------------------ edge cases
+async def test_unreachable_endpoint_is_typed() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    client = AppSyncEventsClient(
+        f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/event/realtime", ApiKeyAuth("k", "h")
+    )
+    with pytest.raises(ConnectFailed) as info:
+        await client.connect()
+    assert info.value.reason == "unreachable" and client.closed
+    assert info.value.error_type == "Livelambda.AppSyncConnectFailed"
+    with pytest.raises(HttpPublishFailed):
+        await client.publish_http("/livelambda/a", ["1"])
+    assert client.http_url == f"http://127.0.0.1:{port}/event"
+
+
+async def test_scripted_server_edge_cases() -> None:
+    """A scripted peer for what the emulator never does: ka before ack, ack with the timeout only in
+    `payload`, garbage frames, an id-less error, and `failed` entries in the other spelling."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def handler(ws: ServerConnection) -> None:
+        assert json.loads(await ws.recv()) == {"type": "connection_init"}
+        await ws.send('{"type":"ka"}')
+        await ws.send('{"type":"connection_ack","payload":{"connectionTimeoutMs":120000}}')
+        await ws.send("garbage")
+        await ws.send('{"type":"mystery"}')
+        await ws.send('{"type":"error","errors":[{"errorType":"X","message":"id-less"}]}')
+        await ws.send('{"type":"data","id":"nobody","event":"1"}')
+        async for text in ws:
+            frame = json.loads(text)
+            n = len(frame["events"])
+            failed = [{"identifier": "f", "index": n - 1, "errorCode": "E1", "errorMessage": "nope"}]
+            ok = [{"identifier": f"s{i}", "index": i} for i in range(n - 1)]
+            reply = {"type": "publish_success", "id": frame["id"], "successful": ok, "failed": failed}
+            await ws.send(json.dumps(reply))
+
+    async with serve(handler, "127.0.0.1", 0, subprotocols=["aws-appsync-event-ws"]) as server:
+        port = server.sockets[0].getsockname()[1]
+        url = f"ws://127.0.0.1:{port}/event/realtime"
+        client = AppSyncEventsClient(f"http://127.0.0.1:{port}/event", url, ApiKeyAuth("k", "h"))
+        await client.connect()
+        try:
+            assert client.connection_timeout_ms == 120000
+            result = await client.publish_ws("/livelambda/a", [json.dumps(i) for i in range(7)])
+            # two batches (5 + 2): the last of each failed, indexes mapped back to the caller's list
+            assert [e.index for e in result.failed] == [4, 6]
+            assert [e.index for e in result.successful] == [0, 1, 2, 3, 5]
+            assert result.failed[0].code == "E1" and result.failed[0].message == "nope"
+            assert client.stats["malformed"] == 2 and client.stats["unroutable"] == 1
+            assert client.last_error is not None and client.last_error.errors[0].message == "id-less"
+            assert client.is_open
+        finally:
+            await client.close()
+
+
+async def test_policy_mode_mismatch_is_local_error(shared_cloud: CloudProcess) -> None:
+    rc = ReconnectingClient(factory(shared_cloud), on_demand())
+    with pytest.raises(LocalProtocolError):
+        await rc.run(["/livelambda/a"], lambda ch, ev: None)
+    with pytest.raises(LocalProtocolError):
+        await rc.ensure_connected(None)  # on_demand dials only for an invocation with a deadline
+    assert rc.stats.attempts == 0

@@ -1,0 +1,193 @@
+"""The whole live path, offline: boto3 -> Lambda emulator sandbox (awslambdaric, frozen between
+invocations) -> the real stub -> AppSync Events emulator -> a dev-server bridge in this test -> back.
+Every livelambda failure outcome is checked for its errorType, its message, and that it is ours (it
+arrived before Lambda's own timeout would have produced Sandbox.Timedout)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from devserver.bridge import LiveInvocation
+from tests.live_fixtures import LiveCloud
+
+
+async def invoke(live: LiveCloud, function: str, event: Any, **kw: Any) -> tuple[dict[str, Any], Any]:
+    return await asyncio.to_thread(live.invoke, function, event, **kw)
+
+
+async def test_round_trip_carries_event_context_and_hello(live_cloud: LiveCloud) -> None:
+    seen: list[LiveInvocation] = []
+
+    async def execute(inv: LiveInvocation) -> dict[str, Any]:
+        seen.append(inv)
+        return {"status": "ok", "response": {"echo": inv.event}}
+
+    await live_cloud.bridge(execute)
+    event = {"name": "Ada", "nested": {"list": [1, 2.5, None, "ü"]}}
+    response, payload = await invoke(live_cloud, "echo", event)
+    assert "FunctionError" not in response
+    assert payload == {"echo": event}
+    inv = seen[0]
+    assert inv.context["function_name"] == "echo"
+    assert inv.context["invoked_function_arn"].endswith(":function:echo")
+    assert inv.context["memory_limit_in_mb"] == "128"
+    assert inv.context["deadline_ms"] > inv.sent_ms
+    assert inv.hello is not None and inv.hello["function_name"] == "echo"
+    env = inv.hello["environment"]
+    assert not any(k.startswith(("LIVELAMBDA_", "AWS_")) for k in env), env
+    # A warm sandbox sends no second hello, and reuses its connection.
+    _, payload = await invoke(live_cloud, "echo", {"n": 2})
+    assert payload == {"echo": {"n": 2}}
+    assert seen[1].hello is None
+    assert seen[1].sandbox_id == inv.sandbox_id
+    assert len(live_cloud.stub_connections()) == 1
+
+
+async def test_handler_error_arrives_as_lambda_reports_it(live_cloud: LiveCloud) -> None:
+    trace = ['  File "/home/dev/app/funcs.py", line 3, in echo\n    raise ValueError("bad input")\n']
+
+    async def execute(inv: LiveInvocation) -> dict[str, Any]:
+        return {
+            "status": "handler_error",
+            "error": {"errorType": "ValueError", "errorMessage": "bad input", "stackTrace": trace},
+        }
+
+    await live_cloud.bridge(execute)
+    response, payload = await invoke(live_cloud, "echo", {})
+    assert response["FunctionError"] == "Unhandled"
+    assert payload["errorType"] == "ValueError"
+    assert payload["errorMessage"] == "bad input"
+    assert payload["stackTrace"] == trace
+
+
+async def test_no_dev_server_is_a_clear_error(live_cloud: LiveCloud) -> None:
+    response, payload = await invoke(live_cloud, "echo", {})
+    assert response["FunctionError"] == "Unhandled"
+    assert payload["errorType"] == "Livelambda.DevServerNotRunning"
+    assert live_cloud.session.id in payload["errorMessage"]
+    assert "make dev" in payload["errorMessage"] and "aws down" in payload["errorMessage"]
+
+
+async def test_dev_server_lost_mid_invocation(live_cloud: LiveCloud) -> None:
+    started = asyncio.Event()
+
+    async def execute(inv: LiveInvocation) -> dict[str, Any]:
+        started.set()
+        await asyncio.sleep(60)
+        raise AssertionError("unreachable")
+
+    bridge = await live_cloud.bridge(execute)
+    call = asyncio.ensure_future(invoke(live_cloud, "lost", {}))
+    await asyncio.wait_for(started.wait(), 30)
+    await bridge.close()  # the dev server dies mid-invocation
+    _response, payload = await call
+    assert payload["errorType"] == "Livelambda.DevServerLost"
+    assert "no heartbeat" in payload["errorMessage"]
+
+
+async def test_duplicate_delivery_runs_the_handler_once(live_cloud: LiveCloud) -> None:
+    calls: list[str] = []
+
+    async def execute(inv: LiveInvocation) -> dict[str, Any]:
+        calls.append(inv.request_id)
+        await asyncio.sleep(0.2)
+        return {"status": "ok", "response": len(calls)}
+
+    await live_cloud.bridge(execute)
+    live_cloud.cloud.faults(duplicate_delivery=True)
+    _, payload = await invoke(live_cloud, "echo", {})
+    assert payload == 1
+    assert len(calls) == 1
+
+
+async def test_endpoint_unreachable_in_a_vpc_fails_fast_with_the_fix(live_cloud: LiveCloud) -> None:
+    live_cloud.cloud.faults(stall_connections_for_s=120)  # a black-holed network: no answer at all
+    _response, payload = await invoke(live_cloud, "vpc", {})
+    assert payload["errorType"] == "Livelambda.EndpointUnreachable"
+    message = payload["errorMessage"]
+    assert "subnet-0abc" in message and "NAT" in message and "--vpc detach" in message
+
+
+async def test_large_payloads_both_ways(live_cloud: LiveCloud) -> None:
+    async def execute(inv: LiveInvocation) -> dict[str, Any]:
+        return {"status": "ok", "response": {"size": len(inv.event["blob"]), "back": inv.event["blob"][::-1]}}
+
+    await live_cloud.bridge(execute)
+    blob = "".join(f"{i:07d}" for i in range(700_000))[:5_000_000]  # 5 MB, over 20 AppSync events
+    _, payload = await invoke(live_cloud, "lost", {"blob": blob})
+    assert payload["size"] == len(blob)
+    assert payload["back"] == blob[::-1]
+
+
+async def test_reconnects_after_the_connection_dies_while_frozen(live_cloud: LiveCloud) -> None:
+    await live_cloud.bridge()
+    _, first = await invoke(live_cloud, "echo", {"n": 1})
+    before = live_cloud.cloud.stats()["connections_total"]
+    live_cloud.cloud.faults(drop_connections=True, abrupt=True)  # the sandbox is frozen now
+    _, second = await invoke(live_cloud, "echo", {"n": 2})
+    assert first == {"echo": {"n": 1}, "function": "echo"}
+    assert second == {"echo": {"n": 2}, "function": "echo"}
+    # The bridge and the stub each dialled once more, no more.
+    assert live_cloud.cloud.stats()["connections_total"] - before <= 2
+    assert len(live_cloud.stub_connections()) == 1
+
+
+def _sandbox_ids(live: LiveCloud) -> set[str]:
+    prefix = f"/livelambda/{live.session.id}/res/"
+    return {
+        s["channel"][len(prefix) :]
+        for c in live.cloud.stats()["connections"]
+        for s in c["subscriptions"]
+        if s["channel"].startswith(prefix)
+    }
+
+
+async def test_twenty_concurrent_invocations_ten_sandboxes_one_connection_each(
+    live_cloud: LiveCloud,
+) -> None:
+    async def execute(inv: LiveInvocation) -> dict[str, Any]:
+        await asyncio.sleep(0.3)
+        return {"status": "ok", "response": inv.event}
+
+    await live_cloud.bridge(execute)
+    before = live_cloud.cloud.stats()["connections_total"]
+    results = await asyncio.gather(
+        *(asyncio.to_thread(live_cloud.invoke, "lost", {"i": i}, retries=8) for i in range(20))
+    )
+    assert sorted(p["i"] for _, p in results) == list(range(20))
+    sandboxes = live_cloud.lambda_stats()["functions"]["lost"]["sandboxes"]
+    assert 1 <= len(sandboxes) <= 10
+    stub_connections = live_cloud.stub_connections()
+    # One connection per sandbox, never more: each holds exactly one subscription of its own.
+    assert len(stub_connections) <= len(sandboxes)
+    assert len(_sandbox_ids(live_cloud)) == len(stub_connections)
+    assert live_cloud.cloud.stats()["connections_total"] - before == len(stub_connections)
+
+
+async def test_circuit_breaker_bounds_dials_while_the_endpoint_refuses(live_cloud: LiveCloud) -> None:
+    live_cloud.cloud.faults(refuse_connections_for_s=600)
+    refused_before = live_cloud.cloud.stats()["connections_refused"]
+    kinds = []
+    for i in range(30):
+        _, payload = await invoke(live_cloud, "quick", {"i": i})
+        kinds.append(payload["errorType"])
+    assert set(kinds) == {"Livelambda.EndpointUnreachable"}
+    sandboxes = live_cloud.lambda_stats()["functions"]["quick"]["sandboxes"]
+    assert len(sandboxes) == 1  # one warm sandbox served them all
+    dials = live_cloud.cloud.stats()["connections_refused"] - refused_before
+    # breaker_threshold (5) consecutive failures open the breaker; its 30 s cool-down outlasts the
+    # test, so no half-open trial happens either.
+    assert 1 <= dials <= 5, dials
+    _, payload = await invoke(live_cloud, "quick", {})
+    assert "failing fast" in payload["errorMessage"] or "cool-down" in payload["errorMessage"]
+
+
+async def test_dev_server_absent_for_thirty_invocations_costs_one_connection(live_cloud: LiveCloud) -> None:
+    before = live_cloud.cloud.stats()["connections_total"]
+    for i in range(30):
+        _, payload = await invoke(live_cloud, "quick", {"i": i})
+        assert payload["errorType"] == "Livelambda.DevServerNotRunning"
+    assert live_cloud.cloud.stats()["connections_total"] - before == 1
+    assert json.dumps(payload)  # the error body is plain JSON
