@@ -71,12 +71,21 @@ def _add_dev(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cloud", action="store_true", help="also start `livelambda cloud --live` for the app")
     p.add_argument("--cloud-port", type=int, default=8790)
     p.add_argument("--port", type=int, help="dashboard port (default: the config's, 8791)")
+    p.add_argument("--ready-file", type=Path, help="once listening, write the dashboard URL here as JSON")
 
 
 def _run_dev(args: argparse.Namespace) -> int:
     from devserver.commands.dev import DevCommand, run
 
-    return run(DevCommand(args.app.resolve(), cloud=args.cloud, cloud_port=args.cloud_port, port=args.port))
+    return run(
+        DevCommand(
+            args.app.resolve(),
+            cloud=args.cloud,
+            cloud_port=args.cloud_port,
+            port=args.port,
+            ready_file=args.ready_file,
+        )
+    )
 
 
 def _add_invoke(sub: argparse._SubParsersAction) -> None:
@@ -94,6 +103,24 @@ def _run_invoke(args: argparse.Namespace) -> int:
     return run(args.function, args.payload, app_dir=args.app, url=args.endpoint_url, region=args.region)
 
 
+# --- livelambda stub build (the stub's Lambda layer; devserver/commands/stub.py) ---
+def _add_stub(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stub", help="the stub that runs in Lambda: build its layer zip")
+    stub_sub = p.add_subparsers(dest="stub_command", required=True)
+    b = stub_sub.add_parser("build", help="build the stub's Lambda layer zip (deterministic) and its sha256")
+    b.add_argument("--output", type=Path, help="zip to write (default: .livelambda/stub-layer.zip here)")
+    b.add_argument("--no-pyc", action="store_true", help="ship sources only, no bytecode for this Python")
+
+
+def _run_stub(args: argparse.Namespace) -> int:
+    from devserver.commands.stub import run_build
+
+    return run_build(args.output, precompile=not args.no_pyc)
+
+
+# --- end livelambda stub build ---
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="livelambda", description="Run your deployed AWS Lambda functions' code on this machine, live."
@@ -102,10 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cloud(sub)
     _add_dev(sub)
     _add_invoke(sub)
+    _add_stub(sub)  # livelambda stub build
     return parser
 
 
-_RUNNERS = {"cloud": _run_cloud, "dev": _run_dev, "invoke": _run_invoke}
+_RUNNERS = {"cloud": _run_cloud, "dev": _run_dev, "invoke": _run_invoke, "stub": _run_stub}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -21,3 +23,10 @@ class ReadyServer(uvicorn.Server):
         await super().startup(sockets)
         if self.started and not self.should_exit:
             self._on_ready(self.servers[0].sockets[0].getsockname()[1])
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    """Written whole, then renamed, so a reader (a test, `livelambda dev`) never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)

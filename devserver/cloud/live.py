@@ -4,16 +4,29 @@ import path), talking to this cloud's AppSync emulator."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import stub_runtime
 from devserver.cloud.lambda_emulator import LiveMode
 from devserver.config import AppConfig
 from devserver.session import load_or_create
+from stub_runtime.errors import LivelambdaError
+
+STUB_PATH_ENV = "LIVELAMBDA_STUB_PATH"  # e.g. an unpacked `livelambda stub build` layer's python/ dir
 
 
 def stub_import_root() -> str:
-    """The directory that holds the `stub_runtime` package (what the Lambda layer holds)."""
+    """The directory that holds the `stub_runtime` package (what the Lambda layer holds): the repo's,
+    or `$LIVELAMBDA_STUB_PATH` when set, so the sandboxes run an unpacked layer instead."""
+    override = os.environ.get(STUB_PATH_ENV)
+    if override:
+        if not (Path(override) / "stub_runtime" / "handler.py").is_file():
+            raise LivelambdaError(
+                f"{STUB_PATH_ENV}={override} holds no stub_runtime/handler.py; point it at the python/ "
+                "directory of an unpacked `livelambda stub build` zip, or unset it"
+            )
+        return str(Path(override).resolve())
     return str(Path(stub_runtime.__file__).resolve().parent.parent)
 
 

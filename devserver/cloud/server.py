@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import os
 import secrets
@@ -19,7 +18,7 @@ from fastapi import FastAPI
 
 from devserver.cloud.appsync_emulator import AppSyncEmulator, build_router
 from devserver.cloud.options import CloudOptions
-from devserver.serving import ReadyServer
+from devserver.serving import ReadyServer, write_json_atomically
 
 log = logging.getLogger("livelambda.cloud")
 
@@ -119,11 +118,7 @@ def _announce(app: FastAPI, options: CloudOptions, port: int) -> None:
     _print_banner(info)
     ready_file = options.extra.get("ready_file")
     if ready_file:
-        # Written whole, then renamed, so a reader never sees half a file.
-        path = Path(ready_file)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(info))
-        tmp.replace(path)
+        write_json_atomically(Path(ready_file), info)
 
 
 def _go_live(app: FastAPI, options: CloudOptions, host: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import uvicorn
 
 from devserver.config import AppConfig, load_config
-from devserver.serving import ReadyServer
+from devserver.serving import ReadyServer, write_json_atomically
 from devserver.session import load_or_create, state_dir
 from devserver.terminal import Terminal
 
@@ -30,6 +30,7 @@ class DevCommand:
     cloud_port: int = 8790
     host: str = "127.0.0.1"
     port: int | None = None  # default: the config's dashboard port
+    ready_file: Path | None = None  # once listening, write the dashboard URL and cloud info here
 
 
 class CloudFailed(RuntimeError):
@@ -97,7 +98,15 @@ def run(cmd: DevCommand) -> int:
         config = uvicorn.Config(
             create_app(dev), host=cmd.host, port=port, log_level="warning", timeout_graceful_shutdown=2
         )
-        server = ReadyServer(config, lambda real: _banner(terminal, app, session.id, cmd, info, real))
+
+        def ready(real_port: int) -> None:
+            _banner(terminal, app, session.id, cmd, info, real_port)
+            if cmd.ready_file is not None:
+                url = f"http://{cmd.host}:{real_port}/"
+                ready_info = {"dashboard_url": url, "port": real_port, "cloud": info}
+                write_json_atomically(cmd.ready_file, ready_info)
+
+        server = ReadyServer(config, ready)
         try:
             asyncio.run(server.serve())
         except KeyboardInterrupt:
