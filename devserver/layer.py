@@ -22,8 +22,9 @@ import base64
 import hashlib
 import importlib.metadata
 import importlib.util
-import marshal
+import json
 import os
+import subprocess
 import sys
 import zipfile
 from collections.abc import Iterable
@@ -121,12 +122,43 @@ def _dist_info(dist_name: str, layer_files: dict[str, bytes]) -> dict[str, bytes
     return out
 
 
-def compile_pyc(source: bytes, arcname: str) -> bytes:
-    """Unchecked-hash bytecode (PEP 552) for the running Python: valid whatever the file times are
-    after unzipping, and free of the build machine's paths (tracebacks name /opt/python/...)."""
-    code = compile(source, f"{MOUNT}/{arcname}", "exec", dont_inherit=True, optimize=0)
+# Compiles in a fresh interpreter: marshal's output depends on reference counts (whether an object
+# is written once and referenced, or written again), so bytecode marshalled inside a long-running
+# process differs from build to build. A fresh `-I` interpreter doing the same work is reproducible.
+_COMPILER = """
+import base64, importlib.util, json, marshal, sys
+out = {}
+for arcname, (source, filename) in json.load(sys.stdin).items():
+    source = base64.b64decode(source)
+    code = compile(source, filename, "exec", dont_inherit=True, optimize=0)
     flags = (0b01).to_bytes(4, "little")  # hash-based, check_source off
-    return importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(source) + marshal.dumps(code)
+    pyc = importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(source) + marshal.dumps(code)
+    out[arcname] = base64.b64encode(pyc).decode()
+json.dump(out, sys.stdout)
+"""
+
+
+def compile_pycs(sources: dict[str, bytes]) -> dict[str, bytes]:
+    """Unchecked-hash bytecode (PEP 552) for the running Python, zip name of the source -> .pyc bytes:
+    valid whatever the file times are after unzipping, and free of the build machine's paths
+    (tracebacks name /opt/python/...)."""
+    for arcname, source in sources.items():
+        try:
+            compile(source, arcname, "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            raise LayerBuildFailed(f"{arcname} does not compile: {exc}") from None
+    request = {a: (base64.b64encode(src).decode(), f"{MOUNT}/{a}") for a, src in sorted(sources.items())}
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", _COMPILER],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PYTHONHASHSEED": "0"},
+    )
+    if done.returncode != 0:
+        raise LayerBuildFailed(f"compiling the layer's bytecode failed: {done.stderr.strip()}")
+    return {a: base64.b64decode(pyc) for a, pyc in json.loads(done.stdout).items()}
 
 
 def pyc_name(arcname: str) -> str:
@@ -144,11 +176,8 @@ def layer_contents(*, precompile: bool = True) -> dict[str, bytes]:
     for name in PACKAGES:
         files.update(_package_sources(name))
     if precompile:
-        for arcname, source in list(files.items()):
-            try:
-                files[pyc_name(arcname)] = compile_pyc(source, arcname)
-            except SyntaxError as exc:
-                raise LayerBuildFailed(f"{arcname} does not compile: {exc}") from None
+        for arcname, pyc in compile_pycs(files).items():
+            files[pyc_name(arcname)] = pyc
     files.update(_dist_info("websockets", files))
     return files
 
