@@ -162,6 +162,11 @@ class Worker:
         return "idle" if self._ready_at is not None else "starting"
 
     @property
+    def init_failure(self) -> tuple[bytes, str | None] | None:
+        """(error JSON, errorType) if the runtime reported that it could not load the handler."""
+        return self._init_error
+
+    @property
     def init_duration_ms(self) -> float | None:
         if self._launched_at is None or self._ready_at is None:
             return None

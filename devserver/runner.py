@@ -1,0 +1,704 @@
+"""The dev server's runner: every worker of every function, across code generations.
+
+    runner = Runner(app, region="eu-west-1", on_reload=print)
+    await runner.start()                       # a forkserver and a warm worker per function
+    outcome = await runner.invoke("hello", InvocationRequest(payload=b'{"name": "Ada"}'))
+    outcome.generation, outcome.cold           # which code served it; did its worker start for it
+    await runner.reload_function("hello")      # a file was saved: generation N+1
+    await runner.close()                       # no process left behind
+
+## Generations
+A function's code has a generation number; `reload()` starts the next one. From that moment every
+invocation that ARRIVES runs the new code (it waits for the new generation's worker if it is still
+starting); invocations already running finish on the old code, and their workers then exit. Workers are
+drained, never killed mid-invocation. A warm worker for the new code is started at once, ahead of
+demand, so the first invocation after a save does not pay the import; its init tells whether the save
+broke the code (`last_reload_error`) before any invocation arrives.
+
+A broken save gives every invocation that arrives what Lambda gives (`Runtime.UserCodeSyntaxError`,
+`Runtime.ImportModuleError`, `Runtime.HandlerNotFound`, or the exception raised at import): each one
+tries the init again, on a fresh worker, as Lambda does. The next good save recovers by itself.
+
+## Workers
+One invocation per worker; a new worker starts when all are busy, up to `max_workers` running
+invocations (later callers wait in line). Workers are forked from a warm forkserver (runtime/
+fork_launcher.py; `launcher="fork"`, the default) or started as fresh interpreters (`"spawn"`, and the
+fallback when the forkserver cannot run: `status()["launcher_note"]` says why). The function's timeout
+counts from the moment the runtime gets the event, capped by the request's `deadline_ms` (the real
+Lambda's deadline in live mode). No bytecode is written for the developer's code (Lambda's code
+directory is read-only too): a stale .pyc could otherwise survive two saves within one second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import itertools
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from devserver.config import RESERVED_ENV, AppConfig, FunctionConfig
+from devserver.runtime.environment import interpreter_version, lambda_environment
+from devserver.runtime.fork_launcher import ForkedProcess, ForkLauncher
+from devserver.runtime.invocation import InvocationOutcome, InvocationRequest, error_payload
+from devserver.runtime.launcher import Launcher, SubprocessLauncher
+from devserver.runtime.logs import DEFAULT_LOG_LIMIT
+from devserver.runtime.worker import DEFAULT_INIT_TIMEOUT_S, Worker
+from stub_runtime.errors import LivelambdaError
+
+log = logging.getLogger("livelambda.runner")
+
+LauncherKind = Literal["fork", "spawn"]
+ForkserverPolicy = Literal["reuse", "per_generation"]
+ReloadCallback = Callable[[str, int, "str | None"], Any]  # (function, generation, error one-liner)
+
+DEFAULT_MAX_WORKERS = 10
+# Workers of the dev server never write bytecode for the developer's code (see the module docstring).
+WORKER_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
+
+
+class UnknownFunction(LivelambdaError):
+    """No function of that name in the app's configuration."""
+
+    error_type = "Livelambda.UnknownFunction"
+
+
+class RunnerClosed(LivelambdaError):
+    error_type = "Livelambda.RunnerClosed"
+
+
+@dataclass
+class RunOutcome(InvocationOutcome):
+    """An invocation's outcome, and which code and which kind of worker produced it."""
+
+    generation: int = 0
+    launcher: str = "spawn"  # how its worker started: "fork" or "spawn"
+
+
+@dataclass(frozen=True)
+class ReloadError:
+    """Why a generation's code cannot run: what the first invocation would get."""
+
+    generation: int
+    error_type: str
+    message: str
+    details: str  # the stack trace or the process's exit, one item a line
+    at: float  # epoch seconds
+
+    @property
+    def summary(self) -> str:
+        """One line for a terminal: "Runtime.UserCodeSyntaxError: Syntax error in module 'app': ..."."""
+        first = self.message.strip().splitlines()[0] if self.message.strip() else ""
+        return f"{self.error_type}: {first}" if first else self.error_type
+
+    def text(self) -> str:
+        """The one-liner, then the details."""
+        return self.summary + (f"\n{self.details}" if self.details else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "error_type": self.error_type,
+            "message": self.message,
+            "summary": self.summary,
+            "details": self.details,
+            "at": self.at,
+        }
+
+
+_ids = itertools.count(1)
+
+
+class _Slot:
+    """A worker, the generation of code it runs, and whether an invocation holds it."""
+
+    def __init__(self, worker: Worker, generation: int, launcher: Launcher) -> None:
+        self.worker = worker
+        self.generation = generation
+        self.launcher = launcher
+        self.reserved = False
+        self.start_error: OSError | None = None
+        self.started: asyncio.Task[None] | None = None
+
+    @property
+    def kind(self) -> str:
+        return "fork" if isinstance(getattr(self.worker, "_proc", None), ForkedProcess) else "spawn"
+
+    @property
+    def usable(self) -> bool:
+        """Can take an invocation of its generation: starting or idle, not failed."""
+        if self.reserved or self.start_error is not None:
+            return False
+        return self.worker.state in ("new", "starting", "idle")
+
+
+class FunctionRunner:
+    """All workers of one function, across code generations (see the module docstring)."""
+
+    def __init__(
+        self,
+        function: FunctionConfig,
+        *,
+        region: str = "us-east-1",
+        account: str = "000000000000",
+        extra_env: Mapping[str, str] | None = None,
+        launcher: LauncherKind = "fork",
+        forkserver: ForkserverPolicy = "reuse",
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        prewarm: bool = True,
+        init_timeout_s: float = DEFAULT_INIT_TIMEOUT_S,
+        log_limit: int = DEFAULT_LOG_LIMIT,
+        on_reload: ReloadCallback | None = None,
+    ) -> None:
+        if max_workers < 1:
+            raise ValueError("a function needs at least one worker")
+        self.function = function
+        self.region = region
+        self.account = account
+        self.extra_env = dict(extra_env or {})
+        self.launcher_choice: LauncherKind = launcher
+        self.forkserver_policy: ForkserverPolicy = forkserver
+        self.max_workers = max_workers
+        self.prewarm = prewarm
+        self.init_timeout_s = init_timeout_s
+        self.log_limit = log_limit
+        self.on_reload = on_reload
+        self.generation = 0
+        self.last_reload_at: float | None = None
+        self.last_reload_reason: str | None = None
+        self.last_reload_error: ReloadError | None = None
+        self.invocations = 0
+        self._real_env: dict[str, str] = {}
+        self._slots: list[_Slot] = []
+        self._queue = asyncio.Semaphore(max_workers)
+        self._launcher: Launcher = SubprocessLauncher()
+        self._spawn_note: str | None = None
+        self._old_launchers: list[Launcher] = []
+        self._launcher_generation = 0  # per_generation: the generation the forkserver was started for
+        self._restart_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stops: set[asyncio.Task[None]] = set()  # workers being stopped: awaited, never cancelled
+        self._warm: dict[int, asyncio.Task[Any]] = {}  # the warm worker's init watch, current generation
+        self._announced: tuple[int, str | None] | None = None
+        self._start_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        return self.function.name
+
+    @property
+    def effective_function(self) -> FunctionConfig:
+        """The configuration workers run with: the real function's environment (from the stub's hello)
+        under the configured one."""
+        if not self._real_env:
+            return self.function
+        env = {**self._real_env, **self.function.environment}
+        return dataclasses.replace(self.function, environment=env)
+
+    @property
+    def launcher_kind(self) -> str:
+        """How new workers start: "fork" or "spawn"."""
+        launcher = self._launcher
+        return launcher.kind if isinstance(launcher, ForkLauncher) else "spawn"
+
+    @property
+    def launcher_note(self) -> str | None:
+        launcher = self._launcher
+        if isinstance(launcher, ForkLauncher):
+            return launcher.note
+        return self._spawn_note
+
+    def _worker_env(self) -> dict[str, str]:
+        return {**WORKER_ENV, **self.extra_env}
+
+    def _forkserver_env(self) -> dict[str, str]:
+        return lambda_environment(
+            self.effective_function,
+            runtime_api="127.0.0.1:9001",  # never used: the forkserver drops it
+            region=self.region,
+            extra_env=self._worker_env(),
+        )
+
+    def _make_launcher(self) -> Launcher:
+        if self.launcher_choice == "spawn":
+            self._spawn_note = "launcher = spawn: a fresh interpreter per worker"
+            return SubprocessLauncher()
+        function = self.function
+        return ForkLauncher(function.python, function.source, function.handler, self._forkserver_env())
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the forkserver and a warm worker (generation 1). Idempotent."""
+        if self._start_task is None:
+            self._start_task = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._start_task)
+
+    async def _start(self) -> None:
+        if self._closed:
+            return
+        self._launcher = launcher = self._make_launcher()
+        self.generation = 1
+        self._launcher_generation = 1
+        if self.prewarm:
+            self._prewarm(1)
+        if isinstance(launcher, ForkLauncher):
+            await launcher.start()
+            if self._closed:  # closed while it started
+                await launcher.close()
+
+    async def close(self) -> None:
+        """Stop every worker (running invocations end as crashed) and the forkservers."""
+        self._closed = True
+        # The forkservers first: that kills their children, and a start still in progress ends.
+        launchers = [self._launcher, *self._old_launchers]
+        self._old_launchers = []
+        await asyncio.gather(
+            *(lc.close() for lc in launchers if isinstance(lc, ForkLauncher)), return_exceptions=True
+        )
+        slots, self._slots = self._slots, []
+        await asyncio.gather(*(self._stop_slot(s) for s in slots), *self._stops, return_exceptions=True)
+        if self._start_task is not None:
+            with contextlib.suppress(BaseException):
+                await self._start_task
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- invoking ------------------------------------------------------------------------------
+
+    async def invoke(self, request: InvocationRequest) -> RunOutcome:
+        """Run one invocation on the current generation's code."""
+        if self._closed:
+            raise RunnerClosed(f"the runner of {self.name} is shut down")
+        await self.start()
+        async with self._queue:
+            if self._closed:
+                raise RunnerClosed(f"the runner of {self.name} is shut down")
+            generation = self.generation
+            slot = self._take(generation) or self._new_slot(generation)
+            slot.reserved = True
+            self.invocations += 1
+            try:
+                assert slot.started is not None
+                await asyncio.shield(slot.started)
+                if slot.start_error is not None:
+                    outcome = _launch_failure(request, slot.worker, slot.start_error)
+                else:
+                    outcome = await slot.worker.invoke(request)
+            finally:
+                slot.reserved = False
+                self._settle(slot)
+        self._learn(slot, outcome)
+        values = {f.name: getattr(outcome, f.name) for f in dataclasses.fields(InvocationOutcome)}
+        return RunOutcome(**values, generation=slot.generation, launcher=slot.kind)
+
+    def _take(self, generation: int) -> _Slot | None:
+        """The current generation's most recently used idle worker, else one still starting."""
+        self._prune()
+        mine = [s for s in self._slots if s.generation == generation and s.usable]
+        idle = [s for s in mine if s.worker.state == "idle"]
+        if idle:
+            return max(idle, key=lambda s: s.worker.idle_since)
+        return mine[0] if mine else None
+
+    def _new_slot(self, generation: int) -> _Slot:
+        worker = Worker(
+            self.effective_function,
+            launcher=self._launcher,
+            region=self.region,
+            account=self.account,
+            extra_env=self._worker_env(),
+            init_timeout_s=self.init_timeout_s,
+            log_limit=self.log_limit,
+            worker_id=f"{self.name}-g{generation}-{next(_ids)}",
+        )
+        slot = _Slot(worker, generation, self._launcher)
+        slot.started = asyncio.ensure_future(self._start_slot(slot))
+        self._slots.append(slot)
+        return slot
+
+    async def _start_slot(self, slot: _Slot) -> None:
+        try:
+            if self.forkserver_policy == "per_generation" and isinstance(slot.launcher, ForkLauncher):
+                async with self._restart_lock:
+                    if self._launcher_generation < slot.generation:
+                        self._launcher_generation = slot.generation
+                        await slot.launcher.restart(f"generation {slot.generation}")
+            await slot.worker.start()
+        except OSError as exc:
+            slot.start_error = exc
+
+    def _settle(self, slot: _Slot) -> None:
+        """After an invocation: keep the worker warm, or let it go (dead, or of an old generation)."""
+        if slot.start_error is not None or not slot.worker.alive or slot.generation != self.generation:
+            self._remove(slot)
+
+    def _prune(self) -> None:
+        for slot in list(self._slots):
+            if slot.reserved:
+                continue
+            if slot.start_error is not None or slot.worker.state == "dead":
+                self._remove(slot)
+
+    def _remove(self, slot: _Slot) -> None:
+        if slot in self._slots:
+            self._slots.remove(slot)
+            task = asyncio.ensure_future(self._stop_slot(slot))
+            self._stops.add(task)
+            task.add_done_callback(self._stops.discard)
+        self._retire_launchers()
+
+    async def _stop_slot(self, slot: _Slot) -> None:
+        if slot.started is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(slot.started)  # never stop a worker half-started: it would leak
+        await slot.worker.stop()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _learn(self, slot: _Slot, outcome: InvocationOutcome) -> None:
+        """A cold start of the current code tells whether it loads."""
+        if slot.generation != self.generation or not outcome.cold:
+            return
+        if outcome.status == "init_error":
+            error_type = outcome.error_type or "Runtime.Unknown"
+            self._set_result(slot.generation, _reload_error(slot.generation, outcome.payload, error_type))
+        elif outcome.status in ("ok", "handler_error") or slot.worker.init_duration_ms is not None:
+            self._set_result(slot.generation, None)
+
+    # -- generations ---------------------------------------------------------------------------
+
+    def reload(self, reason: str = "reload") -> int:
+        """Start the next generation (see the module docstring); returns its number at once."""
+        if self._closed:
+            raise RunnerClosed(f"the runner of {self.name} is shut down")
+        if self._start_task is None:  # not started yet: the first start loads the code anyway
+            self._spawn(self.start())
+            self.last_reload_at = time.time()
+            self.last_reload_reason = reason
+            return max(self.generation, 1)
+        self.generation += 1
+        generation = self.generation
+        self.last_reload_at = time.time()
+        self.last_reload_reason = reason
+        for slot in list(self._slots):
+            if slot.generation < generation and not slot.reserved:
+                self._remove(slot)  # idle (or starting for nobody): gone now; busy ones drain
+        if self.prewarm:
+            self._prewarm(generation)
+        return generation
+
+    def _prewarm(self, generation: int) -> None:
+        slot = self._new_slot(generation)
+        task = self._spawn(self._watch_warm(slot))
+        self._warm = {generation: task}
+
+    async def _watch_warm(self, slot: _Slot) -> None:
+        """Wait for the warm worker's init and record whether the generation's code loads."""
+        assert slot.started is not None
+        await asyncio.shield(slot.started)
+        if slot.start_error is not None:
+            exc = slot.start_error
+            error: ReloadError | None = ReloadError(
+                slot.generation,
+                "Runtime.InvalidEntrypoint",
+                f"cannot start {self.function.python}: {exc.strerror or exc}",
+                "",
+                time.time(),
+            )
+        elif await slot.worker.wait_ready(self.init_timeout_s) or slot.worker.init_duration_ms is not None:
+            error = None
+        else:
+            error = _init_error(slot.worker, slot.generation, self.init_timeout_s)
+            if not slot.reserved:
+                self._prune()
+        self._set_result(slot.generation, error)
+
+    def _set_result(self, generation: int, error: ReloadError | None) -> None:
+        if generation != self.generation:
+            return  # superseded by a newer save
+        previous = self.last_reload_error
+        self.last_reload_error = error
+        key = (generation, error.summary if error else None)
+        if key == self._announced:
+            return  # already said
+        self._announced = key
+        if generation == 1 and error is None and previous is None:
+            return  # the first load went fine: nothing to say
+        if self.on_reload is not None:
+            try:
+                result = self.on_reload(self.name, generation, error.summary if error else None)
+                if inspect.isawaitable(result):
+                    self._spawn(result)
+            except Exception:
+                log.exception("on_reload callback failed")
+
+    async def wait_loaded(self, timeout: float | None = None) -> ReloadError | None:
+        """Wait until the current generation's warm worker has loaded the code, or failed to (then
+        the error is returned). Returns at once when workers are not started ahead of demand."""
+        await self.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            generation = self.generation
+            task = self._warm.get(generation)
+            if task is None:
+                return self.last_reload_error
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            await asyncio.wait_for(asyncio.shield(task), left)
+            if generation == self.generation:
+                return self.last_reload_error
+
+    def set_environment(self, env: Mapping[str, str]) -> bool:
+        """The real function's environment (from the stub's hello): applied to the next generation,
+        which starts now. False when it did not change."""
+        env = {str(k): str(v) for k, v in env.items() if k not in RESERVED_ENV}
+        if env == self._real_env:
+            return False
+        self._real_env = env
+        if isinstance(self._launcher, ForkLauncher):
+            self._launcher.set_env(self._forkserver_env())
+        if self._start_task is not None:
+            self.reload("environment")
+        return True
+
+    def update(self, function: FunctionConfig) -> bool:
+        """A new configuration for this function; a new generation runs with it. False if unchanged."""
+        if function == self.function:
+            return False
+        old = self.function
+        self.function = function
+        if self._start_task is None:
+            return True
+        where = (function.python, function.source, function.handler)
+        code_moved = (old.python, old.source, old.handler) != where
+        if code_moved and isinstance(self._launcher, ForkLauncher):
+            self._old_launchers.append(self._launcher)
+            self._launcher = self._make_launcher()
+            self._spawn(self._launcher.start())  # type: ignore[union-attr]
+        elif isinstance(self._launcher, ForkLauncher):
+            self._launcher.set_env(self._forkserver_env())
+        self.reload("configuration")
+        return True
+
+    def _retire_launchers(self) -> None:
+        for launcher in list(self._old_launchers):
+            if not any(s.launcher is launcher for s in self._slots):
+                self._old_launchers.remove(launcher)
+                if isinstance(launcher, ForkLauncher):
+                    self._spawn(launcher.close())
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """For the dashboard's Functions panel."""
+        function = self.effective_function
+        launcher = self._launcher
+        python = None
+        if isinstance(launcher, ForkLauncher) and launcher.server is not None:
+            python = launcher.server.info.get("python")
+        error = self.last_reload_error
+        workers = []
+        for slot in self._slots:
+            state = slot.worker.state
+            if state == "dead":
+                continue
+            if slot.generation != self.generation:
+                shown = "draining"
+            elif state in ("new", "starting"):
+                shown = "starting"
+            elif state == "busy":
+                shown = "busy"
+            else:
+                shown = "idle"
+            workers.append(
+                {
+                    "id": slot.worker.id,
+                    "pid": slot.worker.pid,
+                    "state": shown,
+                    "generation": slot.generation,
+                    "invocations": slot.worker.invocations,
+                    "launcher": slot.kind,
+                    "cold_start_ms": slot.worker.init_duration_ms,
+                }
+            )
+        return {
+            "name": function.name,
+            "handler": function.handler,
+            "source": str(function.source),
+            "python": python or interpreter_version(function.python),
+            "python_path": str(function.python),
+            "timeout": function.timeout,
+            "memory_mb": function.memory,
+            "environment": dict(function.environment),
+            "generation": self.generation,
+            "last_reload_at": self.last_reload_at,
+            "last_reload_reason": self.last_reload_reason,
+            "last_reload_error": error.text() if error else None,
+            "last_reload_error_summary": error.summary if error else None,
+            "last_reload_error_type": error.error_type if error else None,
+            "error": error.summary if error else None,
+            "invocations": self.invocations,
+            "launcher": self.launcher_kind,
+            "launcher_note": self.launcher_note,
+            "forkserver": launcher.info() if isinstance(launcher, ForkLauncher) else None,
+            "workers": workers,
+        }
+
+
+def _reload_error(generation: int, payload: bytes, error_type: str) -> ReloadError:
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    message = str(body.get("errorMessage") or "")
+    trace = body.get("stackTrace") or []
+    details = "".join(str(line) if str(line).endswith("\n") else f"{line}\n" for line in trace).rstrip()
+    return ReloadError(generation, str(body.get("errorType") or error_type), message, details, time.time())
+
+
+def _init_error(worker: Worker, generation: int, init_timeout_s: float) -> ReloadError:
+    failure = worker.init_failure
+    if failure is not None:
+        body, error_type = failure
+        return _reload_error(generation, body, error_type or "Runtime.Unknown")
+    if worker.returncode is not None:
+        from devserver.runtime.invocation import describe_exit
+
+        return ReloadError(
+            generation,
+            "Runtime.ExitError",
+            f"Runtime exited with error: {describe_exit(worker.returncode)}",
+            "the process ended while loading the handler module",
+            time.time(),
+        )
+    return ReloadError(
+        generation,
+        "Sandbox.Timedout",
+        f"the handler module did not load within {init_timeout_s:g} s",
+        "",
+        time.time(),
+    )
+
+
+def _launch_failure(request: InvocationRequest, worker: Worker, exc: OSError) -> InvocationOutcome:
+    # What Lambda says when the runtime's entry point cannot be executed.
+    message = (
+        f"RequestId: {request.request_id} Error: fork/exec {worker.function.python}: {exc.strerror or exc}"
+    )
+    return InvocationOutcome(
+        request_id=request.request_id,
+        status="init_error",
+        payload=error_payload("Runtime.InvalidEntrypoint", message),
+        error_type="Runtime.InvalidEntrypoint",
+        logs="",
+        duration_ms=0.0,
+        init_duration_ms=None,
+        worker_id=worker.id,
+        cold=True,
+    )
+
+
+class Runner:
+    """A FunctionRunner per function of the app."""
+
+    def __init__(
+        self,
+        app: AppConfig,
+        *,
+        region: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        on_reload: ReloadCallback | None = None,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        self.region = region or app.region or "us-east-1"
+        self.extra_env = dict(extra_env or {})
+        self.on_reload = on_reload
+        self.options = options  # FunctionRunner keyword arguments: launcher, max_workers, prewarm...
+        self.functions: dict[str, FunctionRunner] = {
+            name: self._make(function) for name, function in app.functions.items()
+        }
+        self._real_env: dict[str, dict[str, str]] = {}
+        self._started = False
+        self._closed = False
+        self._closing: list[asyncio.Task[None]] = []
+
+    def _make(self, function: FunctionConfig) -> FunctionRunner:
+        return FunctionRunner(
+            function, region=self.region, extra_env=self.extra_env, on_reload=self.on_reload, **self.options
+        )
+
+    def function(self, name: str) -> FunctionRunner:
+        try:
+            return self.functions[name]
+        except KeyError:
+            known = ", ".join(sorted(self.functions)) or "none"
+            raise UnknownFunction(
+                f"function {name!r} is not in {self.app.path.name} (functions there: {known})"
+            ) from None
+
+    async def start(self) -> None:
+        """Start every function's forkserver and warm worker, in parallel."""
+        self._started = True
+        await asyncio.gather(*(fr.start() for fr in self.functions.values()))
+
+    async def invoke(self, function_name: str, request: InvocationRequest) -> RunOutcome:
+        if self._closed:
+            raise RunnerClosed("the runner is shut down")
+        return await self.function(function_name).invoke(request)
+
+    def set_function_env(self, name: str, env: Mapping[str, str]) -> bool:
+        """The real function's environment (from the stub's hello), for the next generation."""
+        self._real_env[name] = dict(env)
+        return self.function(name).set_environment(env)
+
+    async def reload_function(self, name: str, reason: str = "file saved") -> int:
+        """Start the next generation of one function; returns its number without waiting for it."""
+        return self.function(name).reload(reason)
+
+    async def reload_config(self, app: AppConfig) -> dict[str, list[str]]:
+        """Functions added (started), removed (stopped) or changed (new generation)."""
+        self.app = app
+        changes: dict[str, list[str]] = {"added": [], "removed": [], "changed": []}
+        for name in list(self.functions):
+            if name not in app.functions:
+                runner = self.functions.pop(name)
+                changes["removed"].append(name)
+                self._closing.append(asyncio.ensure_future(runner.close()))
+        for name, function in app.functions.items():
+            current = self.functions.get(name)
+            if current is None:
+                runner = self._make(function)
+                if name in self._real_env:
+                    runner.set_environment(self._real_env[name])
+                self.functions[name] = runner
+                changes["added"].append(name)
+                if self._started:
+                    await runner.start()
+            elif current.update(function):
+                changes["changed"].append(name)
+        return changes
+
+    def status(self) -> list[dict[str, Any]]:
+        return [fr.status() for fr in self.functions.values()]
+
+    async def close(self) -> None:
+        """Stop every worker and forkserver; no process is left behind."""
+        self._closed = True
+        await asyncio.gather(
+            *(fr.close() for fr in self.functions.values()), *self._closing, return_exceptions=True
+        )

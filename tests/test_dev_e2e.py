@@ -1,0 +1,196 @@
+"""`livelambda dev --cloud` on a temp copy of examples/hello, as a user runs it: invocations go
+boto3 -> livelambda cloud (sandbox running the stub) -> AppSync emulator -> dev server (worker running
+the handler) -> back. Edits reload the code without restarting anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+
+HELLO = '''
+import time
+
+VERSION = "{version}"
+
+
+def handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    print("running version", VERSION)
+    return {{"version": VERSION, "message": "Hello, " + event.get("name", "world") + "!"}}
+'''
+
+
+@dataclass
+class DevProcess:
+    proc: subprocess.Popen[bytes]
+    app: Path
+    info: dict[str, Any]
+    log: Path
+
+    @property
+    def cloud_url(self) -> str:
+        return f"http://{self.info['cloud']['host']}"
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "lambda",
+            endpoint_url=self.cloud_url,
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+            config=Config(retries={"total_max_attempts": 1}, read_timeout=60),
+        )
+
+    def invoke(self, function: str, event: Any) -> tuple[dict[str, Any], Any]:
+        response = self.client().invoke(FunctionName=function, Payload=json.dumps(event))
+        return response, json.loads(response["Payload"].read())
+
+    def write_hello(self, version: str) -> None:
+        (self.app / "hello.py").write_text(HELLO.format(version=version))
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, predicate: Any, what: str, timeout: float = 20.0) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = predicate()
+            if last:
+                return last
+            time.sleep(0.05)
+        raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})\n{self.output()[-3000:]}")
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[DevProcess]:
+    app = tmp_path / "hello"
+    shutil.copytree(REPO / "examples" / "hello", app, ignore=shutil.ignore_patterns(".livelambda"))
+    (app / "hello.py").write_text(HELLO.format(version="v1"))
+    ready = tmp_path / "dev.json"
+    log = tmp_path / "dev.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "devserver", "dev", str(app), "--cloud", "--cloud-port", "0",
+             "--port", "0", "--ready-file", str(ready)],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"livelambda dev did not start:\n{log.read_text()}")
+        time.sleep(0.05)
+    process = DevProcess(proc, app, json.loads(ready.read_text()), log)
+    try:
+        yield process
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_edit_break_fix_without_restarting(dev: DevProcess) -> None:
+    response, payload = dev.invoke("hello", {"name": "Ada"})
+    assert payload == {"version": "v1", "message": "Hello, Ada!"}, payload
+
+    dev.write_hello("v2")
+    dev.wait_for(lambda: dev.invoke("hello", {})[1].get("version") == "v2", "the new code answers")
+
+    (dev.app / "hello.py").write_text("def handler(event, context)\n    return 1\n")  # mid-edit
+    response, payload = dev.wait_for(
+        lambda: (r := dev.invoke("hello", {}))[1].get("errorType") == "Runtime.UserCodeSyntaxError" and r,
+        "the syntax error reaches the caller",
+    )
+    assert response["FunctionError"] == "Unhandled"
+    assert "hello" in payload["errorMessage"]
+
+    (dev.app / "hello.py").write_text("import not_a_module_anywhere\n\ndef handler(e, c):\n    return 1\n")
+    dev.wait_for(
+        lambda: dev.invoke("hello", {})[1].get("errorType") == "Runtime.ImportModuleError",
+        "the import error reaches the caller",
+    )
+
+    dev.write_hello("v3")
+    dev.wait_for(lambda: dev.invoke("hello", {})[1].get("version") == "v3", "a good save recovers")
+    # The terminal told the developer, one line per invocation.
+    out = dev.output()
+    assert "UserCodeSyntaxError" in out and "ImportModuleError" in out
+    assert "running version v3" in out
+
+
+def test_in_flight_invocation_finishes_on_old_code(dev: DevProcess) -> None:
+    assert dev.invoke("hello", {})[1]["version"] == "v1"
+    result: dict[str, Any] = {}
+
+    def slow() -> None:
+        result["slow"] = dev.invoke("hello", {"sleep": 1.5})[1]
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    # Save while it runs: wait until the dev server shows it running.
+    dashboard = dev.info["dashboard_url"]
+    dev.wait_for(
+        lambda: any(r["status"] == "running" for r in httpx.get(dashboard + "api/invocations").json()),
+        "the slow invocation is running",
+    )
+    dev.write_hello("v2")
+    dev.wait_for(lambda: dev.invoke("hello", {})[1].get("version") == "v2", "the next one runs the new code")
+    thread.join(30)
+    assert result["slow"]["version"] == "v1"
+
+
+def test_api_gateway_function_and_dashboard_record(dev: DevProcess) -> None:
+    event = {
+        "version": "2.0",
+        "rawPath": "/greet",
+        "queryStringParameters": {"name": "Grace"},
+        "requestContext": {"http": {"method": "GET", "path": "/greet"}},
+    }
+    _, payload = dev.invoke("api", event)
+    assert payload["statusCode"] == 200
+    assert json.loads(payload["body"])["message"] == "Hello, Grace!"
+    records = httpx.get(dev.info["dashboard_url"] + "api/invocations").json()
+    record = next(r for r in records if r["function"] == "api")
+    assert record["trigger"] == "API Gateway HTTP"
+    assert record["status"] == "ok"
+    detail = httpx.get(dev.info["dashboard_url"] + f"api/invocations/{record['id']}").json()
+    assert "GET /greet name=Grace" in detail["logs"]
+
+
+def test_ctrl_c_stops_everything(dev: DevProcess) -> None:
+    dev.invoke("hello", {})
+    cloud_pid = dev.info["cloud"]["pid"]
+    dev.proc.send_signal(signal.SIGINT)
+    assert dev.proc.wait(timeout=30) == 0
+    dev.wait_for(lambda: not Path(f"/proc/{cloud_pid}").exists() or _zombie(cloud_pid), "the cloud stopped")
+    assert "stopped" in dev.output()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
