@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 dev: install
-	$(BIN)/livelambda cloud
+	$(BIN)/livelambda dev examples/hello --cloud
 
 lint: install
 	$(BIN)/ruff check .

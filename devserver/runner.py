@@ -38,6 +38,7 @@ import inspect
 import itertools
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -463,7 +464,14 @@ class FunctionRunner:
     def set_environment(self, env: Mapping[str, str]) -> bool:
         """The real function's environment (from the stub's hello): applied to the next generation,
         which starts now. False when it did not change."""
-        env = {str(k): str(v) for k, v in env.items() if k not in RESERVED_ENV}
+        # Only what would change the workers' environment counts: the configured `environment` wins
+        # anyway, and a value the dev server's own environment already has changes nothing.
+        configured = self.function.environment
+        env = {
+            str(k): str(v)
+            for k, v in env.items()
+            if k not in RESERVED_ENV and k not in configured and os.environ.get(str(k)) != str(v)
+        }
         if env == self._real_env:
             return False
         self._real_env = env

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,3 +32,28 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data))
     tmp.replace(path)
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived (after uvicorn's graceful shutdown)."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
+def run_until_stopped(server: uvicorn.Server) -> bool:
+    """Serve until Ctrl+C or SIGTERM; True if the server started.
+
+    uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: turn both into a
+    normal return, so that the caller's clean-up (stopping child processes) runs."""
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        asyncio.run(server.serve())
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    except SystemExit:  # uvicorn exits this way when it cannot bind; it logged why
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return bool(server.started)

@@ -22,6 +22,8 @@ _STATUS = {
     "running": ("running", "yellow"),
 }
 _MAX_LOG_LINES = 40
+# awslambdaric's boilerplate after every unhandled error; the dashboard keeps it, the terminal doesn't.
+_NOISE = ("LAMBDA_WARNING: Unhandled exception.",)
 
 
 class Terminal:
@@ -51,7 +53,8 @@ class Terminal:
             f"{duration:>11}  [{style}]{word:<8}[/{style}] [dim]{escape(record.trigger)}[/dim]{tag_text}"
         )
         self.console.print(line)
-        self._indented(record.logs, "dim")
+        logs = "\n".join(line for line in record.logs.splitlines() if not any(n in line for n in _NOISE))
+        self._indented(logs, "dim")
         if record.status not in ("ok", "running"):
             head = f"{record.error_type or 'Error'}: {record.error_message or ''}"
             self._indented(head, style)

@@ -3,12 +3,10 @@ Invoke API, run by uvicorn."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os
 import secrets
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from fastapi import FastAPI
 
 from devserver.cloud.appsync_emulator import AppSyncEmulator, build_router
 from devserver.cloud.options import CloudOptions
-from devserver.serving import ReadyServer, write_json_atomically
+from devserver.serving import ReadyServer, run_until_stopped, write_json_atomically
 
 log = logging.getLogger("livelambda.cloud")
 
@@ -48,14 +46,6 @@ def generate_api_key() -> str:
     return "da2-" + "".join(secrets.choice(alphabet) for _ in range(26))
 
 
-class _Stopped(Exception):
-    """SIGTERM arrived (after uvicorn's graceful shutdown)."""
-
-
-def _raise_stopped(signum: int, frame: object) -> None:
-    raise _Stopped
-
-
 class _SpuriousHandshakeError(logging.Filter):
     """uvicorn's websockets-sansio protocol logs "ASGI callable returned without completing handshake."
     after the app refused a handshake with an HTTP response (the denial extension), although that
@@ -82,18 +72,7 @@ def serve(options: CloudOptions) -> int:
     )
     logging.getLogger("uvicorn.error").addFilter(_SpuriousHandshakeError())
     server = ReadyServer(config, on_ready=lambda port: _announce(app, options, port))
-    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: turn both into a
-    # clean exit rather than a traceback or a death by signal.
-    previous = signal.signal(signal.SIGTERM, _raise_stopped)
-    try:
-        asyncio.run(server.serve())
-    except (KeyboardInterrupt, _Stopped):
-        pass
-    except SystemExit:  # uvicorn exits this way when it cannot bind; it logged why
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if not server.started:
+    if not run_until_stopped(server):
         print(f"livelambda cloud: could not listen on {options.host}:{options.port}", file=sys.stderr)
         return 1
     print("livelambda cloud: stopped", file=sys.stderr)

@@ -3,7 +3,6 @@ for the app (what `make dev` does), and stop both on Ctrl+C."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -16,7 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from devserver.config import AppConfig, load_config
-from devserver.serving import ReadyServer, write_json_atomically
+from devserver.serving import ReadyServer, run_until_stopped, write_json_atomically
 from devserver.session import load_or_create, state_dir
 from devserver.terminal import Terminal
 
@@ -41,25 +40,40 @@ def start_cloud(app: AppConfig, port: int, terminal: Terminal) -> tuple[subproce
     """`livelambda cloud --app APP --live` as a child process; returns it and its ready info."""
     ready = state_dir(app.root) / "cloud.json"
     ready.unlink(missing_ok=True)
-    terminal.info(f"[dim]starting livelambda cloud on 127.0.0.1:{port} ...[/dim]")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "devserver", "cloud", "--app", str(app.root), "--live", "--port", str(port),
-         "--ready-file", str(ready)],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,  # Ctrl+C reaches us only; we stop it in order
-    )  # fmt: skip
+    log_path = ready.with_name("cloud.log")
+    terminal.info(f"[dim]starting livelambda cloud on 127.0.0.1:{port} (its log: {log_path}) ...[/dim]")
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "devserver", "cloud", "--app", str(app.root), "--live",
+             "--port", str(port), "--ready-file", str(ready)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl+C reaches us only; we stop it in order
+            preexec_fn=_die_with_parent,
+        )  # fmt: skip
     deadline = time.monotonic() + CLOUD_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if ready.exists():
             return proc, json.loads(ready.read_text())
         if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
             raise CloudFailed(
                 f"livelambda cloud exited with status {proc.returncode} before listening "
-                f"(is port {port} in use? pass --cloud-port)"
+                f"(is port {port} in use? pass --cloud-port). Its last lines:\n  " + "\n  ".join(tail)
             )
         time.sleep(0.05)
     stop_process(proc)
     raise CloudFailed(f"livelambda cloud did not start within {CLOUD_START_TIMEOUT_S:.0f} s")
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when `livelambda dev` dies, even by SIGKILL (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
@@ -107,11 +121,7 @@ def run(cmd: DevCommand) -> int:
                 write_json_atomically(cmd.ready_file, ready_info)
 
         server = ReadyServer(config, ready)
-        try:
-            asyncio.run(server.serve())
-        except KeyboardInterrupt:
-            pass
-        return 0 if server.started else 1
+        return 0 if run_until_stopped(server) else 1
     except CloudFailed as exc:
         terminal.info(f"[red]{exc}[/red]")
         return 1
