@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from devserver.config import RESERVED_ENV, AppConfig, FunctionConfig
-from devserver.runtime.environment import interpreter_version, lambda_environment
+from devserver.runtime.environment import interpreter_version, lambda_environment, missing_runtime
 from devserver.runtime.fork_launcher import ForkedProcess, ForkLauncher
 from devserver.runtime.invocation import InvocationOutcome, InvocationRequest, error_payload
 from devserver.runtime.launcher import Launcher, SubprocessLauncher
@@ -60,6 +60,7 @@ ForkserverPolicy = Literal["reuse", "per_generation"]
 ReloadCallback = Callable[[str, int, "str | None"], Any]  # (function, generation, error one-liner)
 
 DEFAULT_MAX_WORKERS = 10
+RUNTIME_MISSING = "Livelambda.RuntimeMissing"
 # Workers of the dev server never write bytecode for the developer's code (see the module docstring).
 WORKER_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
 
@@ -245,8 +246,12 @@ class FunctionRunner:
     async def _start(self) -> None:
         if self._closed:
             return
-        self._launcher = launcher = self._make_launcher()
         self.generation = 1
+        problem = await asyncio.to_thread(missing_runtime, self.function.python)
+        if problem is not None:  # no worker can start: say why once, and answer every invocation so
+            self._set_result(1, ReloadError(1, RUNTIME_MISSING, problem, "", time.time()))
+            return
+        self._launcher = launcher = self._make_launcher()
         self._launcher_generation = 1
         if self.prewarm:
             self._prewarm(1)
@@ -280,6 +285,20 @@ class FunctionRunner:
         if self._closed:
             raise RunnerClosed(f"the runner of {self.name} is shut down")
         await self.start()
+        problem = await asyncio.to_thread(missing_runtime, self.function.python)
+        if problem is not None:
+            return RunOutcome(
+                request_id=request.request_id,
+                status="init_error",
+                payload=error_payload(RUNTIME_MISSING, problem),
+                error_type=RUNTIME_MISSING,
+                logs="",
+                duration_ms=0.0,
+                init_duration_ms=None,
+                worker_id="",
+                cold=True,
+                generation=self.generation,
+            )
         async with self._queue:
             if self._closed:
                 raise RunnerClosed(f"the runner of {self.name} is shut down")

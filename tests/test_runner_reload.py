@@ -485,3 +485,41 @@ async def test_close_right_after_start_leaves_nothing(tmp_path: Path) -> None:
     await runner.close()
     await asyncio.gather(starting, return_exceptions=True)
     await async_wait_until(lambda: descendants(os.getpid()) - before == set(), what="nothing left")
+
+
+async def test_an_interpreter_without_awslambdaric_gets_a_clear_error(tmp_path: Path) -> None:
+    import subprocess
+    import venv
+
+    venv.EnvBuilder(with_pip=False).create(tmp_path / ".venv")
+    (tmp_path / "f.py").write_text("def handler(event, context):\n    return 1\n")
+    (tmp_path / "livelambda.toml").write_text(
+        'app = "noric"\n[functions.f]\nhandler = "f.handler"\npython = ".venv"\n'
+    )
+    reloads: list[tuple[str, int, str | None]] = []
+    runner = Runner(load_config(tmp_path), on_reload=lambda *a: reloads.append(a))
+    try:
+        await runner.start()
+        outcome = await runner.invoke("f", InvocationRequest(b"{}"))
+        assert outcome.status == "init_error"
+        error = json.loads(outcome.payload)
+        assert error["errorType"] == "Livelambda.RuntimeMissing"
+        assert "pip install awslambdaric" in error["errorMessage"]
+        assert reloads and "RuntimeMissing" in (reloads[0][2] or "")
+        # Installing it (here: pointing the venv at ours) is noticed without a restart.
+        ours = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import awslambdaric, os; print(os.path.dirname(os.path.dirname(awslambdaric.__file__)))",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        site = next((tmp_path / ".venv" / "lib").glob("python*/site-packages"))
+        (site / "ours.pth").write_text(ours + "\n")
+        outcome = await runner.invoke("f", InvocationRequest(b"{}"))
+        assert outcome.status == "ok", outcome.payload
+    finally:
+        await runner.close()

@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import os
 import re
+import subprocess
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
@@ -89,6 +90,34 @@ def runtime_dir() -> str:
     if spec is None or spec.origin is None:
         return ""
     return str(Path(spec.origin).parent.parent)
+
+
+_RUNTIME_OK: set[Path] = set()
+
+
+def missing_runtime(python: Path) -> str | None:
+    """Why `python` cannot run a worker (it lacks awslambdaric, or does not start), or None.
+    Only a success is remembered: after the developer installs awslambdaric, the next call sees it."""
+    if python in _RUNTIME_OK:
+        return None
+    # Ours has awslambdaric (a dependency of livelambda). Compare unresolved: every virtualenv's
+    # python is a link to the same base interpreter, with another sys.prefix.
+    if Path(python).absolute() == Path(sys.executable).absolute():
+        return None
+    try:
+        done = subprocess.run(
+            [str(python), "-c", "import awslambdaric.bootstrap"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"the function's interpreter {python} does not start: {exc}"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        return (
+            f"the function's interpreter {python} cannot import awslambdaric ({last}); livelambda runs "
+            f"your handler with it, as Lambda does. Install it: {python} -m pip install awslambdaric"
+        )
+    _RUNTIME_OK.add(python)
+    return None
 
 
 @functools.cache
