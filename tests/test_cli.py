@@ -1,5 +1,7 @@
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +30,42 @@ def test_bad_iam_credentials_flag_is_a_clear_error() -> None:
     )
     assert proc.returncode == 2
     assert "--iam-credentials expects" in proc.stderr
+
+
+def test_dev_without_a_config_names_the_file(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "devserver", "dev", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert "livelambda.toml" in proc.stderr
+
+
+def test_invoke_with_nothing_listening_says_what_to_start(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "devserver",
+            "invoke",
+            "hello",
+            '{"a": 1}',
+            "--endpoint-url",
+            f"http://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "nothing listens at" in proc.stderr and "make dev" in proc.stderr
+
+
+def test_invoke_rejects_a_payload_that_is_not_json() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "devserver", "invoke", "hello", "{name: x}"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "not valid JSON" in proc.stderr

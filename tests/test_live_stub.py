@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from devserver.bridge import LiveInvocation
@@ -191,3 +192,48 @@ async def test_dev_server_absent_for_thirty_invocations_costs_one_connection(liv
         assert payload["errorType"] == "Livelambda.DevServerNotRunning"
     assert live_cloud.cloud.stats()["connections_total"] - before == 1
     assert json.dumps(payload)  # the error body is plain JSON
+
+
+async def test_forged_and_malformed_messages_are_dropped_and_counted(live_cloud: LiveCloud) -> None:
+    """Anyone with the API key can publish to the channel: only messages signed with the session's
+    secret run, the rest are counted by reason and the dev server keeps working."""
+    from stub_runtime import live_protocol as lp
+    from stub_runtime.appsync.auth import ApiKeyAuth
+    from stub_runtime.appsync.client import AppSyncEventsClient
+    from stub_runtime.envelope import Message, encode
+
+    calls: list[str] = []
+
+    async def execute(inv: LiveInvocation) -> dict[str, Any]:
+        calls.append(inv.request_id)
+        return {"status": "ok", "response": "ran"}
+
+    bridge = await live_cloud.bridge(execute)
+    c = live_cloud.cloud
+    attacker = AppSyncEventsClient(c.http_url, c.realtime_url, ApiKeyAuth(c.api_key, c.host))
+    await attacker.connect()
+    try:
+        session = live_cloud.session.id
+        forged = Message(lp.INVOKE, session, "forged-1", "sb", {"event": {}, "context": {}})
+        events = encode(forged, b"not the session secret", int(time.time() * 1000))
+        await attacker.publish(lp.request_channel(session), events)
+        await attacker.publish(
+            lp.request_channel(session), [json.dumps({"livelambda": 1, "junk": True}), "42"]
+        )
+        stale = encode(
+            Message(lp.INVOKE, session, "stale-1", "sb", {}), live_cloud.session.secret, 1_000_000_000_000
+        )
+        await attacker.publish(lp.request_channel(session), stale)
+        deadline = time.monotonic() + 20
+        while sum(bridge.reassembler.rejected.values()) < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        await attacker.close()
+    rejected = bridge.status()["rejected"]
+    assert rejected.get("bad_signature") == 1, rejected
+    assert rejected.get("malformed") == 2, rejected
+    assert rejected.get("stale") == 1, rejected
+    assert calls == []
+    # ...and a real invocation still runs.
+    _, payload = await invoke(live_cloud, "echo", {})
+    assert payload == "ran"
