@@ -50,6 +50,7 @@ from devserver.runtime.fork_launcher import ForkedProcess, ForkLauncher
 from devserver.runtime.invocation import InvocationOutcome, InvocationRequest, error_payload
 from devserver.runtime.launcher import Launcher, SubprocessLauncher
 from devserver.runtime.logs import DEFAULT_LOG_LIMIT
+from devserver.runtime.pool import launch_failure
 from devserver.runtime.worker import DEFAULT_INIT_TIMEOUT_S, Worker
 from stub_runtime.errors import LivelambdaError
 
@@ -310,7 +311,7 @@ class FunctionRunner:
                 assert slot.started is not None
                 await asyncio.shield(slot.started)
                 if slot.start_error is not None:
-                    outcome = _launch_failure(request, slot.worker, slot.start_error)
+                    outcome = launch_failure(request, slot.worker, slot.start_error)
                 else:
                     outcome = await slot.worker.invoke(request)
             finally:
@@ -618,24 +619,6 @@ def _init_error(worker: Worker, generation: int, init_timeout_s: float) -> Reloa
         f"the handler module did not load within {init_timeout_s:g} s",
         "",
         time.time(),
-    )
-
-
-def _launch_failure(request: InvocationRequest, worker: Worker, exc: OSError) -> InvocationOutcome:
-    # What Lambda says when the runtime's entry point cannot be executed.
-    message = (
-        f"RequestId: {request.request_id} Error: fork/exec {worker.function.python}: {exc.strerror or exc}"
-    )
-    return InvocationOutcome(
-        request_id=request.request_id,
-        status="init_error",
-        payload=error_payload("Runtime.InvalidEntrypoint", message),
-        error_type="Runtime.InvalidEntrypoint",
-        logs="",
-        duration_ms=0.0,
-        init_duration_ms=None,
-        worker_id=worker.id,
-        cold=True,
     )
 
 

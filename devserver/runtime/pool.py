@@ -130,7 +130,7 @@ class WorkerPool:
                 self._workers.remove(worker)
                 self.invocations += 1
                 self.errors += 1
-                return _launch_failure(request, worker, exc)
+                return launch_failure(request, worker, exc)
         self.invocations += 1
         try:
             outcome = await worker.invoke(request)
@@ -207,7 +207,7 @@ class WorkerPool:
         )
 
 
-def _launch_failure(request: InvocationRequest, worker: Worker, exc: OSError) -> InvocationOutcome:
+def launch_failure(request: InvocationRequest, worker: Worker, exc: OSError) -> InvocationOutcome:
     # What Lambda says when the runtime's entry point cannot be executed.
     message = (
         f"RequestId: {request.request_id} Error: fork/exec {worker.function.python}: {exc.strerror or exc}"
