@@ -151,22 +151,6 @@ class DevServer:
         await self._run(function, record, request)
         return record
 
-    async def invoke_local(self, function_name: str, event: Any) -> InvocationRecord:
-        """Run a function locally without AWS (used by tests and `livelambda invoke --local`)."""
-        function = self.resolve(function_name)
-        request_id = str(uuid.uuid4())
-        record = InvocationRecord(
-            id=request_id,
-            function=function.name,
-            source="local",
-            event=event,
-            trigger=guess_trigger(event),
-            started_at=time.time(),
-            deadline_ms=int((time.time() + function.timeout) * 1000),
-        )
-        await self._run(function, record, InvocationRequest(json.dumps(event).encode(), request_id))
-        return record
-
     async def _run(
         self, function: FunctionConfig, record: InvocationRecord, request: InvocationRequest
     ) -> dict[str, Any]:

@@ -68,6 +68,9 @@ _RUNTIME_VARS = frozenset(
     {
         "LAMBDA_TASK_ROOT",
         "LAMBDA_RUNTIME_DIR",
+        "LAMBDA_DISABLE_PREVIEW_WARN",
+        "PYTHONUNBUFFERED",
+        "PYTHONDONTWRITEBYTECODE",
         "LANG",
         "LD_LIBRARY_PATH",
         "PATH",

@@ -5,111 +5,22 @@ the handler) -> back. Edits reload the code without restarting anything."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import REPO
-
-HELLO = '''
-import time
-
-VERSION = "{version}"
-
-
-def handler(event, context):
-    time.sleep(event.get("sleep", 0))
-    print("running version", VERSION)
-    return {{"version": VERSION, "message": "Hello, " + event.get("name", "world") + "!"}}
-'''
-
-
-@dataclass
-class DevProcess:
-    proc: subprocess.Popen[bytes]
-    app: Path
-    info: dict[str, Any]
-    log: Path
-
-    @property
-    def cloud_url(self) -> str:
-        return f"http://{self.info['cloud']['host']}"
-
-    def client(self) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            "lambda",
-            endpoint_url=self.cloud_url,
-            region_name="us-east-1",
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
-            config=Config(retries={"total_max_attempts": 1}, read_timeout=60),
-        )
-
-    def invoke(self, function: str, event: Any) -> tuple[dict[str, Any], Any]:
-        response = self.client().invoke(FunctionName=function, Payload=json.dumps(event))
-        return response, json.loads(response["Payload"].read())
-
-    def write_hello(self, version: str) -> None:
-        (self.app / "hello.py").write_text(HELLO.format(version=version))
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, predicate: Any, what: str, timeout: float = 20.0) -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            last = predicate()
-            if last:
-                return last
-            time.sleep(0.05)
-        raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})\n{self.output()[-3000:]}")
+from tests.dev_fixtures import HELLO, DevProcess, running_dev
 
 
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[DevProcess]:
-    app = tmp_path / "hello"
-    shutil.copytree(REPO / "examples" / "hello", app, ignore=shutil.ignore_patterns(".livelambda"))
-    (app / "hello.py").write_text(HELLO.format(version="v1"))
-    ready = tmp_path / "dev.json"
-    log = tmp_path / "dev.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "devserver", "dev", str(app), "--cloud", "--cloud-port", "0",
-             "--port", "0", "--ready-file", str(ready)],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"livelambda dev did not start:\n{log.read_text()}")
-        time.sleep(0.05)
-    process = DevProcess(proc, app, json.loads(ready.read_text()), log)
-    try:
+    with running_dev(tmp_path, hello=HELLO.format(version="v1")) as process:
         yield process
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def test_edit_break_fix_without_restarting(dev: DevProcess) -> None:

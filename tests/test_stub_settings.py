@@ -59,6 +59,7 @@ def test_hello_environment_keeps_configuration_and_drops_secrets() -> None:
         "LIVELAMBDA_SECRET": "ab",
         "_HANDLER": "stub_runtime.handler.handler",
         "PATH": "/usr/bin",
+        "LAMBDA_DISABLE_PREVIEW_WARN": "1",
     }
     assert lp.public_environment(env) == {"TABLE_NAME": "orders", "LOG_LEVEL": "debug"}
 

@@ -88,7 +88,7 @@ class Worker(BaseModel):
 
     id: str | int
     pid: int | None = None
-    state: str = Field("idle", description="idle | busy | draining")
+    state: str = Field("idle", description="starting | idle | busy | draining")
     generation: int | None = None
     cold_start_ms: float | None = None
 
@@ -126,11 +126,11 @@ class ConnectionInfo(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    state: str = Field("closed", description="connecting | connected | backoff | closed")
+    state: str = Field("closed", description="connecting | connected | backoff | stopped (or closed)")
     since: float | None = None
     endpoint: str | None = None
-    attempts: int = 0
-    failures: int = 0
+    attempts: int = Field(0, description="Connection attempts (dials) since start.")
+    failures: int = Field(0, description="Failed attempts since start.")
     next_retry_at: float | None = None
     backoff_s: float | None = None
     last_frame_at: float | None = Field(None, description="Last frame (keep-alive or data), epoch s.")

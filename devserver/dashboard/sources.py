@@ -9,7 +9,8 @@ with these members and the dashboard only reads them (and asks for replays).
     source            str        the directory (or file) the code is loaded from
     python            str        the Python version the workers run, e.g. "3.12.3"
     timeout           float      the function's timeout, seconds
-    workers           list       [{id, pid, state: "idle"|"busy"|"draining", generation, cold_start_ms}]
+    workers           list       [{id, pid, state: "starting"|"idle"|"busy"|"draining", generation,
+                                 cold_start_ms}]
     generation        int        the current code generation (bumped on every reload)
     last_reload_at    float|None epoch seconds of the last reload
     last_reload_error str|None   the traceback/message of the last failed reload, None if it loaded
@@ -21,10 +22,11 @@ with these members and the dashboard only reads them (and asks for replays).
     error             str|None   why the function cannot run at all right now (e.g. import failed)
 
 `connection()` returns the dev server's AppSync Events connection:
-    state              str        "connecting" | "connected" | "backoff" | "closed"
+    state              str        "connecting" | "connected" | "backoff" | "stopped" (or "closed")
     since              float      epoch seconds the state was entered
     endpoint           str        the AppSync Events realtime endpoint (no credentials in it)
-    attempts           int        connection attempts since the last successful connection
+    attempts           int        connection attempts (dials) in total since start: grows by one
+                                  with each reconnect
     failures           int        failed attempts in total
     next_retry_at      float|None epoch seconds of the next attempt (while in backoff)
     backoff_s          float      the current backoff delay
@@ -33,6 +35,8 @@ with these members and the dashboard only reads them (and asks for replays).
     recent_rejections  list       [{at: epoch s, reason: str, detail: str}], newest last, bounded
     session            str        the live session id
   optional:
+    losses             int        connections lost after they were up
+    last_error         str|None   why the last attempt failed or the last connection ended
     subscriptions      list[str]  the channels subscribed to
     connected_total    int        successful connections since start
 

@@ -174,6 +174,10 @@ function startBadge(cold) {
   return h("span", { class: "muted", text: "–" });
 }
 
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
 function shortId(id) {
   return id.length > 13 ? id.slice(0, 8) : id;
 }
@@ -779,7 +783,7 @@ function logsSection(d) {
       text: line || " ",
     })))
     : h("p", { class: "muted", id: "logs", text: d.status === "running" ? "No output yet." : "No output." });
-  return section("Logs", { cls: "logs-section", extra: h("span", { class: "s-extra muted", text: logs ? `${logs.split("\n").filter(Boolean).length} lines` : "" }) }, pre);
+  return section("Logs", { cls: "logs-section", extra: h("span", { class: "s-extra muted", text: logs ? plural(logs.split("\n").filter(Boolean).length, "line") : "" }) }, pre);
 }
 
 function detailSections(d, keys) {
@@ -930,9 +934,12 @@ function functionCard(f) {
       kvRow("last reload", f.last_reload_at ? h("span", {}, fmtTime(f.last_reload_at), " · ", rel(f.last_reload_at)) : h("span", { class: "muted", text: "not reloaded yet" })),
     )),
     f.last_reload_error
-      ? h("div", { class: "reload-error" }, h("div", { class: "error-title", text: "Last reload failed: the previous code keeps running" }), h("pre", { class: "traceback", text: f.last_reload_error }))
+      ? h("div", { class: "reload-error" }, h("div", { class: "error-title", text: "Last reload failed: every invocation gets this error until a save fixes it" }), h("pre", { class: "traceback", text: f.last_reload_error }))
       : null,
-    f.error ? h("div", { class: "reload-error" }, h("pre", { class: "traceback", text: f.error })) : null,
+    // `error` (why it cannot run) is often the reload error's first line: show it once
+    f.error && !(f.last_reload_error || "").includes(f.error)
+      ? h("div", { class: "reload-error" }, h("pre", { class: "traceback", text: f.error }))
+      : null,
     h("h3", { text: `Workers (${workers.length})` }),
     workers.length
       ? h("table", { class: "grid" },
@@ -986,8 +993,12 @@ function renderConnection() {
       kvRow("since", c.since ? h("span", {}, fmtTime(c.since), " · ", rel(c.since)) : null),
       kvRow("endpoint", c.endpoint ? h("span", { class: "mono", text: c.endpoint }) : null),
       kvRow("session", c.session ? h("span", { class: "mono", text: c.session }) : null),
-      kvRow("reconnect attempts", h("span", { class: "mono", id: "conn-attempts", text: String(c.attempts ?? 0) })),
+      kvRow("connection attempts", h("span", { class: "mono", id: "conn-attempts", text: String(c.attempts ?? 0) })),
       kvRow("failed attempts", h("span", { class: "mono", text: String(c.failures ?? 0) })),
+      c.losses !== undefined && c.losses !== null
+        ? kvRow("connections lost", h("span", { class: "mono", id: "conn-losses", text: String(c.losses) }))
+        : null,
+      c.last_error && c.state !== "connected" ? kvRow("last error", h("span", { class: "mono", id: "conn-error", text: c.last_error })) : null,
       kvRow("current backoff", c.backoff_s ? h("span", { class: "mono", text: `${Number(c.backoff_s).toFixed(1)} s` }) : null),
       kvRow("next retry", c.next_retry_at ? h("span", {}, fmtTime(c.next_retry_at), " · ", rel(c.next_retry_at)) : null),
       kvRow("last keep-alive", c.last_frame_at ? h("span", {}, fmtTime(c.last_frame_at), " · ", rel(c.last_frame_at)) : h("span", { class: "muted", text: "none yet" })),
