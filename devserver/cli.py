@@ -34,6 +34,9 @@ def _add_cloud(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="once listening, write the endpoints, port and API key to this file as JSON (for tests)",
     )
+    p.add_argument(
+        "--concurrency", type=int, metavar="N", help="sandboxes a function may run at once (default: 10)"
+    )
 
 
 def _run_cloud(args: argparse.Namespace) -> int:
@@ -51,6 +54,9 @@ def _run_cloud(args: argparse.Namespace) -> int:
         from devserver.session import state_dir
 
         ready_file = state_dir(args.app.resolve()) / "cloud.json"
+    extra = {"ready_file": str(ready_file)} if ready_file else {}
+    if args.concurrency is not None:
+        extra["lambda_concurrency"] = str(args.concurrency)
     options = CloudOptions(
         host=args.host,
         port=args.port,
@@ -60,7 +66,7 @@ def _run_cloud(args: argparse.Namespace) -> int:
         ka_interval_s=args.ka_interval,
         app_dir=args.app,
         live=args.live,
-        extra={"ready_file": str(ready_file)} if ready_file else {},
+        extra=extra,
     )
     return serve(options)
 
@@ -70,6 +76,7 @@ def _add_dev(sub: argparse._SubParsersAction) -> None:
     p.add_argument("app", nargs="?", type=Path, default=Path("."), help="the app directory (default: .)")
     p.add_argument("--cloud", action="store_true", help="also start `livelambda cloud --live` for the app")
     p.add_argument("--cloud-port", type=int, default=8790)
+    p.add_argument("--cloud-concurrency", type=int, metavar="N", help="`livelambda cloud --concurrency N`")
     p.add_argument("--port", type=int, help="dashboard port (default: the config's, 8791)")
     p.add_argument("--ready-file", type=Path, help="once listening, write the dashboard URL here as JSON")
 
@@ -82,6 +89,7 @@ def _run_dev(args: argparse.Namespace) -> int:
             args.app.resolve(),
             cloud=args.cloud,
             cloud_port=args.cloud_port,
+            cloud_concurrency=args.cloud_concurrency,
             port=args.port,
             ready_file=args.ready_file,
         )

@@ -173,7 +173,8 @@ class DevServer:
             generation=getattr(outcome, "generation", None),
             worker_id=outcome.worker_id,
         )
-        self.terminal.invocation(record)
+        # Printed once the result is on its way: a rich line costs ~0.2-0.5 ms of the round trip.
+        asyncio.get_running_loop().call_soon(self.terminal.invocation, record)
         return body
 
     def _finish_error(self, record: InvocationRecord, error_type: str, message: str) -> None:

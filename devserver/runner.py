@@ -45,7 +45,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from devserver.config import RESERVED_ENV, AppConfig, FunctionConfig
-from devserver.runtime.environment import interpreter_version, lambda_environment, missing_runtime
+from devserver.runtime.environment import (
+    interpreter_version,
+    lambda_environment,
+    missing_runtime,
+    runtime_known_good,
+)
 from devserver.runtime.fork_launcher import ForkedProcess, ForkLauncher
 from devserver.runtime.invocation import InvocationOutcome, InvocationRequest, error_payload
 from devserver.runtime.launcher import Launcher, SubprocessLauncher
@@ -286,7 +291,8 @@ class FunctionRunner:
         if self._closed:
             raise RunnerClosed(f"the runner of {self.name} is shut down")
         await self.start()
-        problem = await asyncio.to_thread(missing_runtime, self.function.python)
+        python = self.function.python
+        problem = None if runtime_known_good(python) else await asyncio.to_thread(missing_runtime, python)
         if problem is not None:
             return RunOutcome(
                 request_id=request.request_id,
@@ -340,6 +346,7 @@ class FunctionRunner:
             init_timeout_s=self.init_timeout_s,
             log_limit=self.log_limit,
             worker_id=f"{self.name}-g{generation}-{next(_ids)}",
+            measure_memory=False,  # nothing on the dev server reports it
         )
         slot = _Slot(worker, generation, self._launcher)
         slot.started = asyncio.ensure_future(self._start_slot(slot))

@@ -22,6 +22,8 @@ _STATUS = {
     "running": ("running", "yellow"),
 }
 _MAX_LOG_LINES = 40
+_ANSI = {"dim": "2", "bold": "1", "red": "31", "green": "32", "yellow": "33", "magenta": "35", "cyan": "36",
+         "white": "37"}  # fmt: skip
 # awslambdaric's boilerplate after every unhandled error; the dashboard keeps it, the terminal doesn't.
 _NOISE = ("LAMBDA_WARNING: Unhandled exception.",)
 
@@ -35,9 +37,13 @@ class Terminal:
             force_terminal=color,
             no_color=color is False,
         )
+        self._color = self.console.color_system is not None and not self.console.no_color
 
     def invocation(self, record: InvocationRecord) -> None:
+        """One line per invocation. Written as plain text with ANSI colours, not through rich's markup
+        renderer: this runs once per invocation, and rich costs ~0.2 ms of the dev server's CPU."""
         word, style = _STATUS.get(record.status, (record.status, "white"))
+        paint = self._paint
         when = datetime.datetime.fromtimestamp(record.started_at).strftime("%H:%M:%S")
         duration = "" if record.duration_ms is None else f"{record.duration_ms:8.1f} ms"
         tags = []
@@ -47,18 +53,30 @@ class Terminal:
             tags.append("cold")
         if record.generation is not None:
             tags.append(f"gen {record.generation}")
-        tag_text = f"  [dim]({', '.join(tags)})[/dim]" if tags else ""
-        line = (
-            f"[dim]{when}[/dim]  [bold]{escape(record.function):<14}[/bold] [cyan]{record.id[:8]}[/cyan]  "
-            f"{duration:>11}  [{style}]{word:<8}[/{style}] [dim]{escape(record.trigger)}[/dim]{tag_text}"
-        )
-        self.console.print(line)
-        logs = "\n".join(line for line in record.logs.splitlines() if not any(n in line for n in _NOISE))
-        self._indented(logs, "dim")
+        tag_text = "  " + paint(f"({', '.join(tags)})", "dim") if tags else ""
+        function, request = paint(f"{record.function:<14}", "bold"), paint(record.id[:8], "cyan")
+        lines = [
+            f"{paint(when, 'dim')}  {function} {request}  "
+            f"{duration:>11}  {paint(f'{word:<8}', style)} {paint(record.trigger, 'dim')}{tag_text}"
+        ]
+        logs = [line for line in record.logs.splitlines() if not any(n in line for n in _NOISE)]
+        lines += self._indented(logs, "dim")
         if record.status not in ("ok", "running"):
-            head = f"{record.error_type or 'Error'}: {record.error_message or ''}"
-            self._indented(head, style)
-            self._indented("".join(record.stack_trace).rstrip("\n"), style)
+            lines += self._indented([f"{record.error_type or 'Error'}: {record.error_message or ''}"], style)
+            lines += self._indented("".join(record.stack_trace).rstrip("\n").splitlines(), style)
+        self.console.file.write("\n".join(lines) + "\n")
+        self.console.file.flush()
+
+    def _paint(self, text: str, style: str) -> str:
+        if not self._color:
+            return text
+        return f"\x1b[{_ANSI[style]}m{text}\x1b[0m"
+
+    def _indented(self, lines: list[str], style: str) -> list[str]:
+        cut = len(lines) - _MAX_LOG_LINES
+        if cut > 0:
+            lines = [*lines[:_MAX_LOG_LINES], f"... {cut} more lines (see the dashboard)"]
+        return [self._paint("    " + line, style) for line in lines]
 
     def reload(self, function: str, generation: int, error: str | None) -> None:
         if error:
@@ -81,13 +99,3 @@ class Terminal:
 
     def info(self, text: str) -> None:
         self.console.print(text)
-
-    def _indented(self, text: str, style: str) -> None:
-        if not text:
-            return
-        lines = text.rstrip("\n").splitlines()
-        cut = len(lines) - _MAX_LOG_LINES
-        if cut > 0:
-            lines = [*lines[:_MAX_LOG_LINES], f"... {cut} more lines (see the dashboard)"]
-        for line in lines:
-            self.console.print(f"    [{style}]{escape(line)}[/{style}]")

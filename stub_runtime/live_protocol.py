@@ -5,10 +5,11 @@ other's invocations):
   /livelambda/<session>/req              stub -> dev server: `invoke`
   /livelambda/<session>/res/<sandbox>    dev server -> that sandbox: `ack`, `heartbeat`, `result`, `reject`
 
-An invocation: the stub publishes `invoke`; the dev server answers `ack` at once, a `heartbeat`
-every HEARTBEAT_INTERVAL_S while the handler runs, then one `result`. A redelivered `invoke`
-is acknowledged again and, if already finished, answered with the same `result`: the handler
-runs at most once per invocation id.
+An invocation: the stub publishes `invoke`; the dev server answers with its `result`. If the handler
+is still running after ACK_DELAY_S it sends an `ack` first, then a `heartbeat` every
+HEARTBEAT_INTERVAL_S until the `result`. The stub asks again now and then until it hears anything.
+A redelivered `invoke` is acknowledged again and, if already finished, answered with the same
+`result`: the handler runs at most once per invocation id.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 NAMESPACE = "livelambda"
 HEARTBEAT_INTERVAL_S = 1.0
+# Well under the stub's first re-ask (a quarter of its 3 s ack timeout by default).
+ACK_DELAY_S = 0.15
 
 INVOKE = "invoke"
 ACK = "ack"

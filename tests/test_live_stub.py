@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from devserver.bridge import LiveInvocation
+from stub_runtime import live_protocol as lp
 from tests.live_fixtures import LiveCloud
 
 
@@ -82,6 +83,7 @@ async def test_dev_server_lost_mid_invocation(live_cloud: LiveCloud) -> None:
     bridge = await live_cloud.bridge(execute)
     call = asyncio.ensure_future(invoke(live_cloud, "lost", {}))
     await asyncio.wait_for(started.wait(), 30)
+    await asyncio.sleep(lp.ACK_DELAY_S + 0.5)  # acknowledged and heartbeating
     await bridge.close()  # the dev server dies mid-invocation
     _response, payload = await call
     assert payload["errorType"] == "Livelambda.DevServerLost"
@@ -197,7 +199,6 @@ async def test_dev_server_absent_for_thirty_invocations_costs_one_connection(liv
 async def test_forged_and_malformed_messages_are_dropped_and_counted(live_cloud: LiveCloud) -> None:
     """Anyone with the API key can publish to the channel: only messages signed with the session's
     secret run, the rest are counted by reason and the dev server keeps working."""
-    from stub_runtime import live_protocol as lp
     from stub_runtime.appsync.auth import ApiKeyAuth
     from stub_runtime.appsync.client import AppSyncEventsClient
     from stub_runtime.envelope import Message, encode

@@ -220,7 +220,7 @@ class _Connection:
             await asyncio.sleep(interval_s)
 
 
-def _transport_of(websocket: WebSocket) -> asyncio.Transport | None:
+def _transport_of(websocket: WebSocket) -> Any:
     """uvicorn's protocol object is behind the ASGI callables; its transport lets us drop the TCP link.
 
     ASGI has no "abort" message, so this is the only way to emulate a connection dying without a close
@@ -228,7 +228,7 @@ def _transport_of(websocket: WebSocket) -> asyncio.Transport | None:
     """
     for func in (getattr(websocket, "_receive", None), getattr(websocket, "_send", None)):
         transport = getattr(getattr(func, "__self__", None), "transport", None)
-        if isinstance(transport, asyncio.Transport):
+        if callable(getattr(transport, "abort", None)):  # asyncio's or uvloop's transport
             return transport
     return None
 

@@ -27,6 +27,7 @@ class DevCommand:
     app_dir: Path
     cloud: bool = False
     cloud_port: int = 8790
+    cloud_concurrency: int | None = None  # `livelambda cloud --concurrency` (sandboxes per function)
     host: str = "127.0.0.1"
     port: int | None = None  # default: the config's dashboard port
     ready_file: Path | None = None  # once listening, write the dashboard URL and cloud info here
@@ -36,16 +37,19 @@ class CloudFailed(RuntimeError):
     pass
 
 
-def start_cloud(app: AppConfig, port: int, terminal: Terminal) -> tuple[subprocess.Popen[bytes], dict]:
+def start_cloud(
+    app: AppConfig, port: int, terminal: Terminal, concurrency: int | None = None
+) -> tuple[subprocess.Popen[bytes], dict]:
     """`livelambda cloud --app APP --live` as a child process; returns it and its ready info."""
     ready = state_dir(app.root) / "cloud.json"
     ready.unlink(missing_ok=True)
     log_path = ready.with_name("cloud.log")
     terminal.info(f"[dim]starting livelambda cloud on 127.0.0.1:{port} (its log: {log_path}) ...[/dim]")
+    extra = ["--concurrency", str(concurrency)] if concurrency is not None else []
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "devserver", "cloud", "--app", str(app.root), "--live",
-             "--port", str(port), "--ready-file", str(ready)],
+             "--port", str(port), "--ready-file", str(ready), *extra],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl+C reaches us only; we stop it in order
@@ -96,7 +100,7 @@ def run(cmd: DevCommand) -> int:
     cloud_proc = None
     try:
         if cmd.cloud:
-            cloud_proc, info = start_cloud(app, cmd.cloud_port, terminal)
+            cloud_proc, info = start_cloud(app, cmd.cloud_port, terminal, cmd.cloud_concurrency)
         else:
             info = read_cloud_info(app.root)
             if app.endpoint.mode == "local" and info is None:

@@ -95,14 +95,17 @@ def runtime_dir() -> str:
 _RUNTIME_OK: set[Path] = set()
 
 
+def runtime_known_good(python: Path) -> bool:
+    """True when `python` is known to run workers (checked before, or ours): no process to start."""
+    return python in _RUNTIME_OK or Path(python).absolute() == Path(sys.executable).absolute()
+
+
 def missing_runtime(python: Path) -> str | None:
     """Why `python` cannot run a worker (it lacks awslambdaric, or does not start), or None.
     Only a success is remembered: after the developer installs awslambdaric, the next call sees it."""
-    if python in _RUNTIME_OK:
-        return None
     # Ours has awslambdaric (a dependency of livelambda). Compare unresolved: every virtualenv's
     # python is a link to the same base interpreter, with another sys.prefix.
-    if Path(python).absolute() == Path(sys.executable).absolute():
+    if runtime_known_good(python):
         return None
     try:
         done = subprocess.run(

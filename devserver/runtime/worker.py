@@ -94,8 +94,10 @@ class Worker:
         init_timeout_s: float = DEFAULT_INIT_TIMEOUT_S,
         log_limit: int = DEFAULT_LOG_LIMIT,
         worker_id: str | None = None,
+        measure_memory: bool = True,
     ) -> None:
         self.function = function
+        self.measure_memory = measure_memory  # "Max Memory Used" costs a /proc read per invocation
         self.id = worker_id or f"{function.name}-{next(_ids)}"
         self.handler = handler or function.handler
         self.region = region
@@ -359,7 +361,7 @@ class Worker:
             init_duration_ms=self.init_duration_ms if cold else None,
             worker_id=self.id,
             cold=cold,
-            max_memory_mb=_peak_memory_mb(self.pid) if self.alive else None,
+            max_memory_mb=_peak_memory_mb(self.pid) if self.measure_memory and self.alive else None,
         )
         self._inflight = None
         self.idle_since = time.monotonic()
