@@ -147,6 +147,7 @@ def _banner(
     t(f"  functions  {names}")
     if info is not None:
         base = f"http://{info['host']}"
+        t(f"  cloud      {base}  (AppSync Events /event + /event/realtime, Lambda Invoke API)")
         t("  try:")
         t(f"    livelambda invoke {first} '{payload}' --app {cmd.app_dir}")
         t(
