@@ -21,6 +21,7 @@ from stub_runtime.appsync.client import (
     ClientClosed,
     ConnectionLost,
     Subscription,
+    within,
 )
 from stub_runtime.appsync.frames import AppSyncServiceError
 from stub_runtime.appsync.reconnecting import ConnectGiveUp, ReconnectingClient
@@ -128,7 +129,7 @@ class Sandbox:
                 waiting_for = min(ack_by, resend_at) if not acked else last_heard + s.silence_timeout_s
                 until = min(deadline, waiting_for)
                 try:
-                    item = await asyncio.wait_for(queue.get(), max(0.0, until - now))
+                    item = await within(queue.get(), max(0.0, until - now))
                 except asyncio.TimeoutError:
                     if not acked and self.clock() < min(ack_by, deadline):
                         continue  # time to ask again
@@ -164,9 +165,7 @@ class Sandbox:
         for attempt in (1, 2):
             client = await self._channel(deadline)
             try:
-                result = await asyncio.wait_for(
-                    client.publish(channel, events), max(0.01, deadline - self.clock())
-                )
+                result = await within(client.publish(channel, events), max(0.01, deadline - self.clock()))
             except (ConnectionLost, ClientClosed):
                 if attempt == 2:
                     raise

@@ -326,6 +326,33 @@ async def test_runtime_api_speaks_the_protocol() -> None:
         await server.close()
 
 
+async def test_runtime_api_reads_chunked_bodies_and_answers_expect_continue() -> None:
+    """What an HTTP client may send besides Content-Length: `Expect: 100-continue` (libcurl does for
+    large bodies, and would otherwise wait a second) and a chunked body."""
+    sandbox = _FakeSandbox()
+    server = RuntimeApiServer(sandbox)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        path = b"/2018-06-01/runtime/invocation/r-1/response"
+        writer.write(
+            b"POST %s HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n" % path
+        )
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b'"a"')
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 202 ")
+        assert await reader.readexactly(len(b'{"status":"OK"}')) == b'{"status":"OK"}'
+        writer.write(
+            b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            b'3\r\n"bc\r\n1\r\n"\r\n0\r\n\r\n' % path
+        )
+        assert (await reader.read()).startswith(b"HTTP/1.1 202 ")  # and then closed, as asked
+        writer.close()
+        assert sandbox.responses == [("r-1", b'"a"'), ("r-1", b'"bc"')]
+    finally:
+        await server.close()
+
+
 def test_log_buffer_keeps_head_and_tail() -> None:
     buffer = LogBuffer(limit=100)
     buffer.write(b"H" * 50)

@@ -97,7 +97,12 @@ _RUNTIME_OK: set[Path] = set()
 
 def runtime_known_good(python: Path) -> bool:
     """True when `python` is known to run workers (checked before, or ours): no process to start."""
-    return python in _RUNTIME_OK or Path(python).absolute() == Path(sys.executable).absolute()
+    if python in _RUNTIME_OK:
+        return True
+    if Path(python).absolute() == Path(sys.executable).absolute():
+        _RUNTIME_OK.add(python)  # asked once per invocation: two Path objects each time add up
+        return True
+    return False
 
 
 def missing_runtime(python: Path) -> str | None:

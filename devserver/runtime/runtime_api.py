@@ -90,6 +90,11 @@ class RuntimeApiServer:
                 request = await _next_event(conn, reader)
                 if not isinstance(request, h11.Request):
                     return  # closed by the runtime (or it sent garbage)
+                if conn.they_are_waiting_for_100_continue:  # curl's habit for large bodies
+                    writer.write(
+                        conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+                        or b""
+                    )
                 body = bytearray()
                 while True:
                     event = await _next_event(conn, reader)

@@ -27,6 +27,8 @@ class Auth(Protocol):
     host: str
     #: True when publishes must go over HTTP (IAM: WebSocket publish breaks on `<`/`>` in events).
     publish_over_http: bool
+    #: False when headers() ignores the body (API key, token): a publish then skips serializing it.
+    signs_body: bool
 
     def headers(self, body: str) -> dict[str, str]: ...
 
@@ -39,6 +41,7 @@ class ApiKeyAuth:
     """API_KEY mode: `{"x-api-key": ..., "host": ...}`."""
 
     publish_over_http = False
+    signs_body = False
 
     def __init__(self, api_key: str, host: str) -> None:
         if not api_key or not host:
@@ -57,6 +60,7 @@ class TokenAuth:
     """Cognito / OIDC / Lambda authorizer modes: `{"Authorization": token, "host": ...}`."""
 
     publish_over_http = False
+    signs_body = False
 
     def __init__(self, token: str | Callable[[], str], host: str) -> None:
         self._token = token
