@@ -28,9 +28,10 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.stats import pct
 
 EDITS = 25  # measured edits per variant
 WARMUP_EDITS = 3  # not measured: the forkserver learns what the handler imports
@@ -52,15 +53,6 @@ VARIANTS = {
     "fork/gen": {"launcher": "fork", "forkserver": "per_generation"},
     "spawn": {"launcher": "spawn"},
 }
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 @dataclass

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.stats import pct
+
 IMPORT_ROUNDS = 25
 IMPORTTIME_RUNS = 3
 COLD_ROUNDS = 10  # new sandboxes per mode
@@ -50,15 +52,6 @@ _TIME_IMPORT = (
 
 
 # ------------------------------------------------------------------------------------------ stats
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def p50_p90(values_ms: Sequence[float]) -> str:
     return f"{pct(values_ms, 0.5):8.1f} / {pct(values_ms, 0.9):7.1f}"
 

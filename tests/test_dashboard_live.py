@@ -9,36 +9,23 @@ look at them after a change to the page."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser_fixtures import chromium_context, needs_chromium
 from tests.dev_fixtures import DevProcess, running_dev
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 expect = playwright_sync.expect
 
-CHROMIUM = os.environ.get("LIVELAMBDA_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "dashboard-live"
 TIMEOUT_MS = 30_000  # two shared cores: a reload, a reconnect or a cold start may take a while
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None, reason=f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)"
-)
+pytestmark = needs_chromium
 expect.set_options(timeout=TIMEOUT_MS)
 
 # Replaces examples/hello's hello.py: an error raised one call below the handler, after a print.
@@ -64,19 +51,8 @@ API_EVENT = {
 
 @pytest.fixture(scope="module")
 def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 800},
-        )
-        context.set_default_timeout(TIMEOUT_MS)
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium_context(tmp_path_factory.mktemp("chromium-profile"), TIMEOUT_MS) as context:
+        yield context
 
 
 @pytest.fixture
