@@ -10,9 +10,11 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from devserver.bridge import LiveInvocation
 from stub_runtime import live_protocol as lp
-from tests.live_fixtures import LiveCloud
+from tests.live_fixtures import LiveCloud, echo_executor
 
 
 async def invoke(live: LiveCloud, function: str, event: Any, **kw: Any) -> tuple[dict[str, Any], Any]:
@@ -238,3 +240,44 @@ async def test_forged_and_malformed_messages_are_dropped_and_counted(live_cloud:
     # ...and a real invocation still runs.
     _, payload = await invoke(live_cloud, "echo", {})
     assert payload == "ran"
+
+
+async def test_dev_server_on_iam_auth(live_cloud: LiveCloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dev server signing with the developer's AWS credentials (SigV4; publishes over HTTP) serves
+    a stub on an API key, as against a real AppSync Events API with both auth modes."""
+    from devserver.bridge import Endpoint
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", live_cloud.cloud.iam.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", live_cloud.cloud.iam.secret_access_key)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    c = live_cloud.cloud
+    monkeypatch.setattr(
+        live_cloud, "endpoint", lambda: Endpoint(c.http_url, c.realtime_url, "iam", None, c.region)
+    )
+    publishes_before = c.stats()["publishes"]
+    await live_cloud.bridge()
+    _, payload = await invoke(live_cloud, "echo", {"signed": True})
+    assert payload == {"echo": {"signed": True}, "function": "echo"}
+    assert c.stats()["publishes"] - publishes_before >= 2  # the invoke (WS) and the result (HTTP)
+    # Wrong credentials: the emulator refuses them and the bridge stays down, saying why.
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    states: list[Any] = []
+    from devserver.bridge import Bridge
+
+    bad = Bridge(
+        live_cloud.endpoint(),
+        live_cloud.session.id,
+        live_cloud.session.secret,
+        echo_executor,
+        on_state=states.append,
+    )
+    task = asyncio.ensure_future(bad.run())
+    try:
+        deadline = time.monotonic() + 20
+        while not any(s.state == "backoff" and s.last_error for s in states) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        errors = [s.last_error for s in states if s.state == "backoff"]
+        assert errors and "Unauthorized" in errors[0], states
+    finally:
+        await bad.close()
+        task.cancel()
