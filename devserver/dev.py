@@ -20,7 +20,7 @@ from devserver.bridge import Bridge, Endpoint, LiveInvocation, result_body
 from devserver.config import AppConfig, FunctionConfig
 from devserver.dashboard import create_dashboard_router
 from devserver.invocations import InvocationRecord, InvocationStore
-from devserver.runner import Runner
+from devserver.runner import Runner, UnknownFunction
 from devserver.runtime.invocation import InvocationRequest
 from devserver.session import LiveSession
 from devserver.terminal import Terminal
@@ -31,10 +31,6 @@ log = logging.getLogger("livelambda.dev")
 
 # The local run must end early enough for its result to cross back before the stub's own deadline.
 _RETURN_TRIP_MS = 400
-
-
-class UnknownFunction(Exception):
-    error_type = "Livelambda.UnknownFunction"
 
 
 @dataclass(frozen=True)
