@@ -66,6 +66,7 @@ class _Entry:
     sandbox_id: str
     result: dict[str, Any] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    keepalive: asyncio.Task[None] | None = None  # ack + heartbeats, once the run outlasts ack_delay_s
 
 
 # Runs one invocation and returns the result body the stub expects: {"status": "ok", "response": ...}
@@ -168,7 +169,9 @@ class Bridge:
             sent_ms=message.ts_ms,
             received_ms=received_ms,
         )
-        heartbeat = asyncio.ensure_future(self._acknowledge(entry, rid))
+        # A result within ack_delay_s answers by itself: an ack first would cost it ~1 ms of the round
+        # trip. A timer, not a task per invocation: most invocations never need one.
+        timer = asyncio.get_running_loop().call_later(self._ack_delay_s, self._start_keepalive, entry, rid)
         try:
             result = await self._execute(invocation)
         except Exception as exc:  # the runner failed: the stub still gets an answer, typed as ours
@@ -182,18 +185,21 @@ class Bridge:
                 },
             }
         finally:
-            heartbeat.cancel()
+            timer.cancel()
+            if entry.keepalive is not None:
+                entry.keepalive.cancel()
         entry.result = result
         entry.done.set()
         await self._reply(entry.sandbox_id, rid, lp.RESULT, result)
         if self._on_published is not None:
             self._on_published(rid, time.time() * 1000)
 
-    async def _acknowledge(self, entry: _Entry, rid: str) -> None:
-        """Acknowledge, then send heartbeats while the handler runs. A result within `ack_delay_s`
-        answers by itself: publishing an ack first would cost it ~1 ms of the round trip."""
+    def _start_keepalive(self, entry: _Entry, rid: str) -> None:
+        entry.keepalive = asyncio.ensure_future(self._keepalive(entry, rid))
+
+    async def _keepalive(self, entry: _Entry, rid: str) -> None:
+        """Acknowledge, then send heartbeats while the handler runs."""
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.sleep(self._ack_delay_s)
             await self._reply(entry.sandbox_id, rid, lp.ACK, {})
             while True:
                 await asyncio.sleep(self._heartbeat_s)

@@ -290,7 +290,9 @@ class FunctionRunner:
         """Run one invocation on the current generation's code."""
         if self._closed:
             raise RunnerClosed(f"the runner of {self.name} is shut down")
-        await self.start()
+        task = self._start_task
+        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+            await self.start()  # (once started fine, skipped: a shield per invocation adds up)
         python = self.function.python
         problem = None if runtime_known_good(python) else await asyncio.to_thread(missing_runtime, python)
         if problem is not None:
@@ -315,7 +317,8 @@ class FunctionRunner:
             self.invocations += 1
             try:
                 assert slot.started is not None
-                await asyncio.shield(slot.started)
+                if not slot.started.done():
+                    await asyncio.shield(slot.started)
                 if slot.start_error is not None:
                     outcome = launch_failure(request, slot.worker, slot.start_error)
                 else:
