@@ -29,6 +29,8 @@ from typing import Any
 
 import httpx
 
+from tests.lambda_fixtures import lambda_client
+
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0  # generous: two shared cores, maybe busy with other test processes
 
@@ -61,17 +63,7 @@ class DevProcess:
         return str(self.info["dashboard_url"])
 
     def client(self) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            "lambda",
-            endpoint_url=self.cloud_url,
-            region_name="us-east-1",
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
-            config=Config(retries={"total_max_attempts": 1}, read_timeout=60),
-        )
+        return lambda_client(self.cloud_url)
 
     def invoke(self, function: str, event: Any) -> tuple[dict[str, Any], Any]:
         response = self.client().invoke(FunctionName=function, Payload=json.dumps(event))

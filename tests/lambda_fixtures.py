@@ -218,8 +218,9 @@ async def async_wait_until(
         await asyncio.sleep(0.02)
 
 
-def lambda_client(url: str) -> Any:
-    """A boto3 Lambda client for a local endpoint: dummy credentials, no retries (a 429 must surface)."""
+def lambda_client(url: str, *, retries: int = 0) -> Any:
+    """A boto3 Lambda client for a local endpoint: dummy credentials, no retries unless asked
+    (a 429 must surface), enough pooled connections for concurrent callers."""
     import boto3
     from botocore.config import Config
 
@@ -229,8 +230,21 @@ def lambda_client(url: str) -> Any:
         region_name="us-east-1",
         aws_access_key_id="x",
         aws_secret_access_key="x",
-        config=Config(retries={"total_max_attempts": 1}, read_timeout=120, connect_timeout=10),
+        config=Config(
+            retries={"total_max_attempts": retries + 1, "mode": "standard"},
+            read_timeout=120,
+            connect_timeout=10,
+            max_pool_connections=50,
+        ),
     )
+
+
+# Handlers that hang, exit or crash: (function, event, status, errorType, end of the message).
+MISBEHAVING = [
+    ("slow", {"s": 30}, "timeout", "Sandbox.Timedout", "Task timed out after 1.00 seconds"),
+    ("exit", {"code": 7}, "crashed", "Runtime.ExitError", "Runtime exited with error: exit status 7"),
+    ("segv", {}, "crashed", "Runtime.ExitError", "Runtime exited with error: signal: segmentation fault"),
+]
 
 
 @dataclass

@@ -26,6 +26,7 @@ from devserver.bridge import Bridge, Endpoint, Executor, LiveInvocation
 from devserver.config import AppConfig, load_config
 from devserver.session import LiveSession, load_or_create
 from stub_runtime.reconnect import PolicyConfig
+from tests.lambda_fixtures import lambda_client
 
 LIVE_APP_TOML = """
 app = "liveapp"
@@ -78,22 +79,7 @@ class LiveCloud:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def lambda_client(self, retries: int = 0) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            "lambda",
-            endpoint_url=self.cloud.base_url,
-            region_name="us-east-1",
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
-            config=Config(
-                retries={"total_max_attempts": retries + 1, "mode": "standard"},
-                read_timeout=120,
-                connect_timeout=10,
-                max_pool_connections=50,
-            ),
-        )
+        return lambda_client(self.cloud.base_url, retries=retries)
 
     def invoke(self, function: str, event: Any, **kw: Any) -> tuple[dict[str, Any], Any]:
         """Invoke through boto3; returns (response, decoded payload)."""
@@ -146,9 +132,7 @@ def live_app(tmp_path: Path) -> AppConfig:
 async def live_cloud(tmp_path: Path, live_app: AppConfig) -> AsyncIterator[LiveCloud]:
     from tests.conftest import _launch
 
-    process = await asyncio.to_thread(
-        _launch, tmp_path / "cloud", ("--app", str(live_app.root), "--live")
-    )
+    process = await asyncio.to_thread(_launch, tmp_path / "cloud", ("--app", str(live_app.root), "--live"))
     live = LiveCloud(process, live_app, load_or_create(live_app.root, live_app.app, live_app.stage))
     try:
         yield live
@@ -157,4 +141,3 @@ async def live_cloud(tmp_path: Path, live_app: AppConfig) -> AsyncIterator[LiveC
             with contextlib.suppress(Exception):
                 await bridge.close()
         await asyncio.to_thread(process.close)
-

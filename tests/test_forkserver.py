@@ -22,7 +22,7 @@ from devserver.config import AppConfig, FunctionConfig
 from devserver.runtime import InvocationRequest, Worker, WorkerPool
 from devserver.runtime.environment import lambda_environment
 from devserver.runtime.fork_launcher import ForkedProcess, ForkLauncher
-from tests.lambda_fixtures import async_wait_until, process_state
+from tests.lambda_fixtures import MISBEHAVING, async_wait_until, process_state
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -217,11 +217,7 @@ async def test_a_new_installed_import_restarts_the_parent_with_it_warm(
 
 @pytest.mark.parametrize(
     ("name", "payload", "status", "error_type", "message_end"),
-    [
-        ("slow", {"s": 30}, "timeout", "Sandbox.Timedout", "Task timed out after 1.00 seconds"),
-        ("exit", {"code": 3}, "crashed", "Runtime.ExitError", "Runtime exited with error: exit status 3"),
-        ("segv", {}, "crashed", "Runtime.ExitError", "Runtime exited with error: signal: segmentation fault"),
-    ],
+    MISBEHAVING,
 )
 async def test_hang_exit_and_segfault_with_forked_workers(
     lambda_app: AppConfig,

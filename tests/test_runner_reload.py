@@ -19,7 +19,7 @@ import pytest
 from devserver.config import AppConfig, FunctionConfig, load_config
 from devserver.runner import FunctionRunner, Runner, UnknownFunction
 from devserver.runtime import InvocationRequest
-from tests.lambda_fixtures import async_wait_until, process_state
+from tests.lambda_fixtures import MISBEHAVING, async_wait_until, process_state
 
 CODE = """
     import json, os, sys, time
@@ -221,11 +221,7 @@ async def test_the_first_invocation_of_a_broken_generation_without_prewarm_recor
 
 @pytest.mark.parametrize(
     ("name", "payload", "status", "error_type", "message_end"),
-    [
-        ("slow", {"s": 30}, "timeout", "Sandbox.Timedout", "Task timed out after 1.00 seconds"),
-        ("exit", {"code": 7}, "crashed", "Runtime.ExitError", "Runtime exited with error: exit status 7"),
-        ("segv", {}, "crashed", "Runtime.ExitError", "Runtime exited with error: signal: segmentation fault"),
-    ],
+    MISBEHAVING,
 )
 async def test_hang_exit_and_segfault_through_the_runner(
     lambda_app: AppConfig,
