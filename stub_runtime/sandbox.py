@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import platform
 import time
@@ -111,13 +112,15 @@ class Sandbox:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._waiters[request_id] = queue
         try:
-            await self._send(request_id, body, deadline)
+            events = await self._send(request_id, body, deadline)
             self.hello_sent = True
             acked = False
             ack_by = self.clock() + s.ack_timeout_s
             # Until acknowledged, ask again now and then: a dev server that was reconnecting when
             # the first copy went out gets the next one (it runs each request id at most once).
-            resend_every = s.ack_timeout_s / 4
+            # Only a one-event invocation: a large one may still be in transit, and sending its
+            # megabytes again would only add to the queue.
+            resend_every = s.ack_timeout_s / 4 if events == 1 else math.inf
             resend_at = self.clock() + resend_every
             last_heard = self.clock()
             while True:
@@ -156,9 +159,10 @@ class Sandbox:
             self.connection.end_demand()
 
     # ------------------------------------------------------------------ connection
-    async def _send(self, request_id: str, body: dict[str, Any], deadline: float) -> None:
-        """Publish the invocation. A kept socket can turn out dead only when written to (it broke
-        while the sandbox was frozen): then one fresh connection, as the policy allows."""
+    async def _send(self, request_id: str, body: dict[str, Any], deadline: float) -> int:
+        """Publish the invocation; how many events it took. A kept socket can turn out dead only when
+        written to (it broke while the sandbox was frozen): then one fresh connection, as the policy
+        allows."""
         message = Message(lp.INVOKE, self.settings.session, request_id, self.id, body)
         events = encode(message, self.settings.secret, int(self.wall() * 1000))
         channel = lp.request_channel(self.settings.session)
@@ -171,7 +175,8 @@ class Sandbox:
                     raise
                 continue
             result.raise_for_failed()
-            return
+            return len(events)
+        raise AssertionError("unreachable")
 
     async def _channel(self, deadline: float) -> AppSyncEventsClient:
         """An open connection subscribed to this sandbox's response channel."""
@@ -183,9 +188,9 @@ class Sandbox:
                 self._subscribed_client = client
                 self._pump_task = asyncio.ensure_future(self._pump(sub))
         except ConnectGiveUp as exc:
-            detail = str(exc.last_error) if exc.last_error is not None else str(exc)
-            if exc.reason == "circuit_open":
-                detail = str(exc)
+            # An open breaker is the news itself; otherwise the last dial's failure says most.
+            last = exc.last_error if exc.reason != "circuit_open" else None
+            detail = str(last if last is not None else exc)
             raise EndpointUnreachable(
                 s.realtime_url, detail, in_vpc=s.in_vpc, vpc_detail=s.vpc_detail
             ) from None
