@@ -15,7 +15,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,7 +65,6 @@ class LiveInvocation:
 class _Entry:
     sandbox_id: str
     result: dict[str, Any] | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
     keepalive: asyncio.Task[None] | None = None  # ack + heartbeats, once the run outlasts ack_delay_s
 
 
@@ -176,20 +175,15 @@ class Bridge:
             result = await self._execute(invocation)
         except Exception as exc:  # the runner failed: the stub still gets an answer, typed as ours
             log.exception("running %s failed", rid)
-            result = {
-                "status": "livelambda_error",
-                "error": {
-                    "errorType": getattr(exc, "error_type", "Livelambda.DevServerError"),
-                    "errorMessage": f"the dev server could not run the invocation: {exc}",
-                    "stackTrace": [],
-                },
-            }
+            result = livelambda_error(
+                getattr(exc, "error_type", "Livelambda.DevServerError"),
+                f"the dev server could not run the invocation: {exc}",
+            )
         finally:
             timer.cancel()
             if entry.keepalive is not None:
                 entry.keepalive.cancel()
         entry.result = result
-        entry.done.set()
         await self._reply(entry.sandbox_id, rid, lp.RESULT, result)
         if self._on_published is not None:
             self._on_published(rid, time.time() * 1000)
@@ -250,6 +244,14 @@ class Bridge:
         if client is None or client.last_frame_at is None:
             return self.last_frame_at
         return time.time() - (time.monotonic() - client.last_frame_at)
+
+
+def livelambda_error(error_type: str, message: str) -> dict[str, Any]:
+    """The result message for an invocation that ends with livelambda's own error."""
+    return {
+        "status": "livelambda_error",
+        "error": {"errorType": error_type, "errorMessage": message, "stackTrace": []},
+    }
 
 
 def result_body(status: str, payload: bytes) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from devserver.bridge import Bridge, Endpoint, LiveInvocation, result_body
+from devserver.bridge import Bridge, Endpoint, LiveInvocation, livelambda_error, result_body
 from devserver.config import AppConfig, FunctionConfig
 from devserver.dashboard import create_dashboard_router
 from devserver.invocations import InvocationRecord, InvocationStore
@@ -111,7 +111,7 @@ class DevServer:
         except UnknownFunction as exc:
             self.store.add(record)
             self._finish_error(record, exc.error_type, str(exc))
-            return {"status": "livelambda_error", "error": _error(exc.error_type, str(exc))}
+            return livelambda_error(exc.error_type, str(exc))
         record.function = function.name
         if inv.hello:
             self._apply_hello(function.name, inv.hello)
@@ -218,10 +218,6 @@ class DevServer:
 
     def connection(self) -> dict[str, Any]:
         return self.bridge.status()
-
-
-def _error(error_type: str, message: str) -> dict[str, Any]:
-    return {"errorType": error_type, "errorMessage": message, "stackTrace": []}
 
 
 def create_app(dev: DevServer) -> FastAPI:
