@@ -62,7 +62,6 @@ class DevServer:
         )
         self.watcher = Watcher(settings.app, on_change=self._on_change)
         self._tasks: list[asyncio.Task[Any]] = []
-        self._hello_env: dict[str, dict[str, str]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -187,9 +186,8 @@ class DevServer:
 
     def _apply_hello(self, name: str, hello: dict[str, Any]) -> None:
         env = hello.get("environment")
-        if isinstance(env, dict) and self._hello_env.get(name) != env:
-            self._hello_env[name] = {str(k): str(v) for k, v in env.items()}
-            self.runner.set_function_env(name, self._hello_env[name])
+        if isinstance(env, dict):  # the runner starts a new generation only if it changes anything
+            self.runner.set_function_env(name, env)
 
     # ------------------------------------------------------------------ reloads
     async def _on_change(self, functions: set[str], config_changed: bool) -> None:
