@@ -51,9 +51,10 @@ def _run_cloud(args: argparse.Namespace) -> int:
 
     ready_file = args.ready_file
     if ready_file is None and args.app is not None:
-        from devserver.session import state_dir
+        from devserver.session import cloud_file, state_dir
 
-        ready_file = state_dir(args.app.resolve()) / "cloud.json"
+        state_dir(args.app.resolve())
+        ready_file = cloud_file(args.app.resolve())
     extra = {"ready_file": str(ready_file)} if ready_file else {}
     if args.concurrency is not None:
         extra["lambda_concurrency"] = str(args.concurrency)

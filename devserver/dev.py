@@ -22,7 +22,7 @@ from devserver.dashboard import create_dashboard_router
 from devserver.invocations import InvocationRecord, InvocationStore
 from devserver.runner import Runner, UnknownFunction
 from devserver.runtime.invocation import InvocationRequest
-from devserver.session import LiveSession
+from devserver.session import LiveSession, cloud_file
 from devserver.terminal import Terminal
 from devserver.triggers import guess_trigger
 from devserver.watcher import Watcher
@@ -253,7 +253,7 @@ def endpoint_for(app: AppConfig, cloud_info: dict[str, Any] | None) -> Endpoint:
 
 
 def read_cloud_info(app_root: Path) -> dict[str, Any] | None:
-    path = app_root / ".livelambda" / "cloud.json"
+    path = cloud_file(app_root)
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

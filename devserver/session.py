@@ -37,6 +37,11 @@ def state_dir(app_root: Path) -> Path:
     return path
 
 
+def cloud_file(app_root: Path) -> Path:
+    """Where `livelambda cloud --app` writes its endpoints and API key for `dev` and `invoke`."""
+    return app_root / STATE_DIR / "cloud.json"
+
+
 def load_or_create(app_root: Path, app: str, stage: str) -> LiveSession:
     """The app's session, created on first use. Safe when two processes start at once."""
     directory = state_dir(app_root)

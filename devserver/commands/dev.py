@@ -16,7 +16,7 @@ import uvicorn
 
 from devserver.config import AppConfig, load_config
 from devserver.serving import ReadyServer, run_until_stopped, write_json_atomically
-from devserver.session import load_or_create, state_dir
+from devserver.session import cloud_file, load_or_create, state_dir
 from devserver.terminal import Terminal
 
 CLOUD_START_TIMEOUT_S = 60.0
@@ -41,7 +41,8 @@ def start_cloud(
     app: AppConfig, port: int, terminal: Terminal, concurrency: int | None = None
 ) -> tuple[subprocess.Popen[bytes], dict]:
     """`livelambda cloud --app APP --live` as a child process; returns it and its ready info."""
-    ready = state_dir(app.root) / "cloud.json"
+    state_dir(app.root)
+    ready = cloud_file(app.root)
     ready.unlink(missing_ok=True)
     log_path = ready.with_name("cloud.log")
     terminal.info(f"[dim]starting livelambda cloud on 127.0.0.1:{port} (its log: {log_path}) ...[/dim]")
