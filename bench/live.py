@@ -458,7 +458,10 @@ def bench_latency(loop: asyncio.AbstractEventLoop, dev: Started, plain: Started,
         cells = "".join(f"{per[r]:12.2f}" if per[r] >= 0.02 else f"{'-':>12}" for r in shown)
         print(f"   {name:<9}{cells}{sum(per.values()):8.2f}{waited:7.2f}"
               f"{statistics.fmean(samples[name]):7.2f}")  # fmt: skip
-    print("   (wait: time the path's processes were runnable but had no CPU, summed)")
+        waits = {r: cpu[name][r][1] / SAMPLES / 1e6 for r in roles}
+        cells = "".join(f"{waits[r]:12.2f}" if per[r] >= 0.02 else f"{'-':>12}" for r in shown)
+        print(f"   {'  wait':<9}{cells}")
+    print("   (wait: time the path's processes were runnable but had no CPU)")
     print_hops(dev, calls)
 
 

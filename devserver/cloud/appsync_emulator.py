@@ -153,14 +153,17 @@ class _Connection:
 
     async def _write(self, text: str) -> bool:
         async with self.send_lock:
-            if self.closed:
-                return False
-            try:
-                await self.websocket.send_text(text)
-            except Exception:  # the peer is gone (uvicorn raises ClientDisconnected, RuntimeError...)
-                self.closed = True
-                return False
-            return True
+            return await self.write_holding_lock(text)
+
+    async def write_holding_lock(self, text: str) -> bool:
+        if self.closed:
+            return False
+        try:
+            await self.websocket.send_text(text)
+        except Exception:  # the peer is gone (uvicorn raises ClientDisconnected, RuntimeError...)
+            self.closed = True
+            return False
+        return True
 
     def enqueue_data(self, subscription_id: str, event: str, delay_s: float) -> None:
         text = _compact({"type": "data", "id": subscription_id, "event": event})
@@ -524,7 +527,15 @@ class AppSyncEmulator:
                 log.warning("unauthorized publish on %s: %s", conn.id, exc.reason)
             await conn.send({"type": "publish_error", "id": pub_id, "errors": exc.errors()})
             return
-        await conn.send({"type": "publish_success", "id": pub_id, "successful": successful, "failed": failed})
+        reply = _compact(
+            {"type": "publish_success", "id": pub_id, "successful": successful, "failed": failed}
+        )
+        async with conn.send_lock:  # the publisher's own data frames, if any, follow its ack
+            if successful:
+                # The other subscribers' writers go first: their data frames are what the system waits
+                # on, and the ack wakes the publisher, which would compete with them for a CPU.
+                await asyncio.sleep(0)
+            await conn.write_holding_lock(reply)
 
     _handlers: ClassVar[Mapping[str, Callable[[AppSyncEmulator, _Connection, dict[str, Any]], Any]]] = {
         "connection_init": _on_connection_init,

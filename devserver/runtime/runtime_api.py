@@ -105,11 +105,14 @@ class RuntimeApiServer:
                     else:
                         return
                 status, headers, payload = await self._dispatch(request, bytes(body))
+                if request.method == b"POST":
+                    # Let the answer reach whoever waits for it before the runtime gets its 202 and
+                    # polls again: that poll would compete with the answer on its way out.
+                    await asyncio.sleep(0)
                 headers = [*headers, (b"content-length", str(len(payload)).encode())]
-                writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-                if payload:
-                    writer.write(conn.send(h11.Data(data=payload)) or b"")
-                writer.write(conn.send(h11.EndOfMessage()) or b"")
+                # One write, one segment: headers and body apart would wake the runtime twice.
+                response = (h11.Response(status_code=status, headers=headers), h11.Data(data=payload))
+                writer.write(b"".join(conn.send(event) or b"" for event in (*response, h11.EndOfMessage())))
                 await writer.drain()
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return

@@ -332,15 +332,20 @@ class Worker:
         assert poll is not None
         if not poll.done():
             poll.set_result(delivered)
-        # 3. Wait for the answer, the end of the process, or the deadline.
+        # 3. Wait for the answer, the end of the process, or the deadline. A timer that settles the
+        # future, not wait_for(shield()): the answer then reaches the caller one loop step after it
+        # arrives instead of three (and before the runtime's next poll is read).
+        expired = timeout_payload(request.request_id, timeout_s)
+        timer = asyncio.get_running_loop().call_later(
+            timeout_s, _settle, inflight.done, ("timeout", expired, "Sandbox.Timedout")
+        )
         try:
-            return await asyncio.wait_for(asyncio.shield(inflight.done), timeout=timeout_s)
-        except asyncio.TimeoutError:
-            pass
-        if inflight.done.done():
-            return inflight.done.result()
-        await self._kill()
-        return "timeout", timeout_payload(request.request_id, timeout_s), "Sandbox.Timedout"
+            outcome = await inflight.done
+        finally:
+            timer.cancel()
+        if outcome[0] == "timeout":
+            await self._kill()
+        return outcome
 
     def _finish(
         self, inflight: _Inflight, status: Status, payload: bytes, error_type: str | None, cold: bool
@@ -464,6 +469,14 @@ class Worker:
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} pid={self.pid} {self.state}>"
+
+
+_Outcome = tuple[Status, bytes, str | None]
+
+
+def _settle(future: asyncio.Future[_Outcome], value: _Outcome) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _error_type(body: bytes) -> str | None:
