@@ -16,103 +16,44 @@ does, under a `ReconnectPolicy`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from stub_runtime.appsync import frames as f
 from stub_runtime.appsync.auth import Auth
-from stub_runtime.appsync.frames import AppSyncServiceError, FailedEntry, PublishedEntry
-from stub_runtime.channels import InvalidChannel, validate_channel
-from stub_runtime.errors import LivelambdaError, LocalProtocolError, RemoteProtocolError
+from stub_runtime.appsync.errors import (
+    AppSyncConnectionError,
+    ClientClosed,
+    ConnectFailed,
+    ConnectionLost,
+    HttpPublishFailed,
+    InvalidEvents,
+    OperationTimeout,
+)
+from stub_runtime.appsync.frames import AppSyncServiceError
+from stub_runtime.appsync.publishing import (
+    PublishResult,
+    check_channel,
+    http_publish,
+    merge,
+    merge_reply,
+    normalise_http_url,
+    plan_publish,
+    publish_frame,
+    raise_reply,
+    sorted_result,
+)
+from stub_runtime.channels import InvalidChannel
+from stub_runtime.errors import LocalProtocolError, RemoteProtocolError
 
 log = logging.getLogger("livelambda.appsync")
 T = TypeVar("T")
-
-
-# ------------------------------------------------------------------------------------------ errors
-class AppSyncConnectionError(LivelambdaError):
-    """The transport to AppSync failed (not a protocol violation by either side)."""
-
-    error_type = "Livelambda.AppSyncConnectionError"
-
-
-class ConnectFailed(AppSyncConnectionError):
-    """Opening the connection failed. `reason`: "timeout" (no answer: e.g. a VPC without NAT),
-    "unreachable" (refused, DNS), "unavailable" (HTTP 5xx/429 on upgrade: retry), "rejected" (other
-    HTTP status: retrying will not help), "handshake", "closed" (closed before connection_ack)."""
-
-    error_type = "Livelambda.AppSyncConnectFailed"
-
-    def __init__(self, message: str, *, reason: str, endpoint: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.endpoint = endpoint
-
-
-class ConnectionLost(AppSyncConnectionError):
-    """An open connection died (closed by the server, or silent for longer than connectionTimeoutMs)."""
-
-    error_type = "Livelambda.AppSyncConnectionLost"
-
-
-class OperationTimeout(AppSyncConnectionError):
-    """The server did not answer a subscribe/unsubscribe/publish in time."""
-
-    error_type = "Livelambda.AppSyncTimeout"
-
-
-class HttpPublishFailed(AppSyncConnectionError):
-    """The HTTP publish request did not get an answer (network error or timeout)."""
-
-    error_type = "Livelambda.AppSyncHttpPublishFailed"
-
-
-class ClientClosed(LocalProtocolError):
-    """The client was closed (by its owner) or never connected: connect a new one."""
-
-    error_type = "Livelambda.AppSyncClientClosed"
-
-
-class InvalidEvents(LocalProtocolError):
-    error_type = "Livelambda.InvalidEvents"
-
-
-def check_channel(channel: str, *, subscribe: bool) -> None:
-    """Validate a channel locally so a bad one fails fast with InvalidChannel, before any I/O."""
-    validate_channel(channel, subscribe=subscribe)
-
-
-# ------------------------------------------------------------------------------------------ results
-class PublishResult(f._Record):
-    """Outcome of a publish; indexes refer to the caller's `events` list (across batches of 5)."""
-
-    __slots__ = _fields = ("successful", "failed")
-
-    def __init__(
-        self, successful: list[PublishedEntry] | None = None, failed: list[FailedEntry] | None = None
-    ) -> None:
-        self.successful: list[PublishedEntry] = successful if successful is not None else []
-        self.failed: list[FailedEntry] = failed if failed is not None else []
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def raise_for_failed(self) -> None:
-        if self.failed:
-            first = self.failed[0]
-            raise AppSyncServiceError(
-                f"{len(self.failed)} of {len(self.failed) + len(self.successful)} published event(s)",
-                [f.ServiceErrorDetail("PublishFailed", first.message, first.code)],
-            )
 
 
 _END = object()
@@ -170,25 +111,6 @@ class Subscription:
 
 
 # ------------------------------------------------------------------------------------------ the client
-def _normalise_http_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.path in ("", "/"):
-        return url.rstrip("/") + "/event"
-    return url
-
-
-def _http_post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, bytes]:
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 def _close_code(exc: ConnectionClosed) -> int | None:
     """The close code received, if any (1006: the TCP connection ended without a close frame)."""
     return exc.rcvd.code if exc.rcvd is not None else 1006
@@ -244,7 +166,7 @@ class AppSyncEventsClient:
         max_event_bytes: int | None = f.MAX_EVENT_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.http_url = _normalise_http_url(http_url)
+        self.http_url = normalise_http_url(http_url)
         self.realtime_url = realtime_url
         self.auth = auth
         self.open_timeout_s = open_timeout_s
@@ -569,11 +491,6 @@ class AppSyncEventsClient:
             if not fut.done():
                 fut.cancel()
 
-    @staticmethod
-    def _raise_reply(frame: f.ServerFrame, what: str) -> None:
-        if isinstance(frame, (f.SubscribeError, f.UnsubscribeError, f.PublishError, f.Error)):
-            raise AppSyncServiceError(what, frame.errors)
-
     async def subscribe(self, channel: str) -> Subscription:
         """Subscribe and wait for subscribe_success; a subscribe_error raises AppSyncServiceError."""
         check_channel(channel, subscribe=True)
@@ -584,7 +501,7 @@ class AppSyncEventsClient:
         what = f"the subscription to {channel}"
         try:
             reply = await self._request(frame.id, frame.encode(), what)
-            self._raise_reply(reply, what)
+            raise_reply(reply, what)
         except BaseException:
             self._subs.pop(frame.id, None)
             raise
@@ -600,59 +517,11 @@ class AppSyncEventsClient:
             return
         what = f"unsubscribing from {sub.channel}"
         reply = await self._request(sub.id, f.Unsubscribe(sub.id).encode(), what)
-        self._raise_reply(reply, what)
+        raise_reply(reply, what)
         self._subs.pop(sub.id, None)
         sub._end(None)
 
     # ---------------------------------------------------------------------------- publish
-    def _prepare(self, channel: str, events: Sequence[str]) -> tuple[list[list[int]], list[FailedEntry]]:
-        """Validate; split the sendable events into batches (of indexes) of at most 5."""
-        check_channel(channel, subscribe=False)
-        if isinstance(events, (str, bytes)) or not all(isinstance(e, str) for e in events):
-            raise InvalidEvents("events must be a list of JSON-encoded strings (e.g. json.dumps(value))")
-        local_failed = []
-        sendable = []
-        for i, event in enumerate(events):
-            size = len(event.encode())
-            if self.max_event_bytes is not None and size > self.max_event_bytes:
-                local_failed.append(
-                    FailedEntry(
-                        None,
-                        i,
-                        "EventTooLarge",
-                        f"event {i} is {size} bytes, over AppSync's limit of {self.max_event_bytes}: "
-                        "not sent; split it (stub_runtime.envelope chunks messages)",
-                        local=True,
-                    )
-                )
-            else:
-                sendable.append(i)
-        n = f.MAX_EVENTS_PER_PUBLISH
-        return [sendable[k : k + n] for k in range(0, len(sendable), n)], local_failed
-
-    @staticmethod
-    def _merge(
-        result: PublishResult,
-        batch: list[int],
-        successful: Sequence[PublishedEntry],
-        failed: Sequence[FailedEntry],
-    ) -> None:
-        def remap(index: int) -> int:
-            if not 0 <= index < len(batch):
-                raise RemoteProtocolError(f"publish answer has index {index} for a batch of {len(batch)}")
-            return batch[index]
-
-        result.successful.extend(PublishedEntry(e.identifier, remap(e.index)) for e in successful)
-        result.failed.extend(
-            FailedEntry(e.identifier, remap(e.index), e.code, e.message, e.local) for e in failed
-        )
-
-    @staticmethod
-    def _sorted(result: PublishResult) -> PublishResult:
-        result.successful.sort(key=lambda e: e.index)
-        result.failed.sort(key=lambda e: e.index)
-        return result
-
     async def publish(self, channel: str, events: Sequence[str]) -> PublishResult:
         """Publish JSON-encoded events, 5 a request. Over the WebSocket, except with an auth whose
         `publish_over_http` is set (IAM), which goes over HTTP. Oversized events are not sent and come
@@ -662,55 +531,33 @@ class AppSyncEventsClient:
         return await self.publish_ws(channel, events)
 
     async def publish_ws(self, channel: str, events: Sequence[str]) -> PublishResult:
-        batches, local_failed = self._prepare(channel, events)
+        batches, result = plan_publish(channel, events, self.max_event_bytes)
         self._require_open()
-        result = PublishResult(failed=local_failed)
 
         async def one(batch: list[int]) -> tuple[list[int], f.ServerFrame]:
-            payload = [events[i] for i in batch]
-            body = f.publish_body(channel, payload) if getattr(self.auth, "signs_body", True) else "{}"
-            frame = f.Publish(channel, payload, self.auth.headers(body))
+            frame = publish_frame(self.auth, channel, [events[i] for i in batch])
             return batch, await self._request(frame.id, frame.encode(), f"a publish to {channel}")
 
         # One batch (every message under ~1 MB) is awaited in place: gather would make it a Task.
         replies = [await one(batches[0])] if len(batches) == 1 else await _gather(one(b) for b in batches)
         for batch, reply in replies:
-            self._raise_reply(reply, f"a publish to {channel}")
-            assert isinstance(reply, f.PublishSuccess)
-            self._merge(result, batch, reply.successful, reply.failed)
-        return self._sorted(result)
+            merge_reply(result, batch, reply, f"a publish to {channel}")
+        return sorted_result(result)
 
     async def publish_http(self, channel: str, events: Sequence[str]) -> PublishResult:
         """POST /event with the auth headers; needs no WebSocket connection."""
-        batches, local_failed = self._prepare(channel, events)
-        result = PublishResult(failed=local_failed)
-        replies = await _gather(self._post(channel, [events[i] for i in b]) for b in batches)
-        for batch, (successful, failed) in zip(batches, replies, strict=True):
-            self._merge(result, batch, successful, failed)
-        return self._sorted(result)
+        batches, result = plan_publish(channel, events, self.max_event_bytes)
 
-    async def _post(self, channel: str, payload: list[str]) -> f.PublishEntries:
-        body = f.publish_body(channel, payload)
-        headers = {"content-type": "application/json"}
-        headers.update(self.auth.headers(body))
-        try:
-            status, raw = await asyncio.to_thread(
-                _http_post, self.http_url, body.encode(), headers, self.http_timeout_s
+        async def one(batch: list[int]) -> f.PublishEntries:
+            payload = [events[i] for i in batch]
+            return await asyncio.to_thread(
+                http_publish, self.http_url, self.auth, channel, payload, self.http_timeout_s
             )
-        except OSError as exc:  # URLError, timeouts, resets
-            raise HttpPublishFailed(f"HTTP publish to {self.http_url} failed: {exc}") from exc
-        try:
-            answer = json.loads(raw)
-        except ValueError:
-            answer = None
-        if 200 <= status < 300:
-            if not isinstance(answer, dict):
-                raise RemoteProtocolError(f"HTTP publish got {status} with a body that is not a JSON object")
-            return f.parse_publish_entries(answer)
-        if isinstance(answer, dict) and isinstance(answer.get("errors"), list):
-            errors = f.parse_errors(answer["errors"])
-            raise AppSyncServiceError(f"an HTTP publish to {channel} (HTTP {status})", errors, status=status)
-        raise RemoteProtocolError(f"HTTP publish to {self.http_url} got HTTP {status}: {raw[:200]!r}")
+
+        replies = await _gather(one(b) for b in batches)
+        for batch, (successful, failed) in zip(batches, replies, strict=True):
+            merge(result, batch, successful, failed)
+        return sorted_result(result)
 
 
 __all__ = [

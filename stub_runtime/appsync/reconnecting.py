@@ -26,12 +26,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from stub_runtime.appsync.client import (
+from stub_runtime.appsync.client import AppSyncEventsClient, Subscription
+from stub_runtime.appsync.errors import (
     AppSyncConnectionError,
-    AppSyncEventsClient,
+    CircuitOpen,
     ConnectFailed,
+    ConnectGiveUp,
     ConnectionLost,
-    Subscription,
 )
 from stub_runtime.appsync.frames import AppSyncServiceError, _Record
 from stub_runtime.errors import LivelambdaError, LocalProtocolError, RemoteProtocolError
@@ -41,52 +42,6 @@ log = logging.getLogger("livelambda.appsync")
 
 # What a failed dial may raise (anything else is a bug and propagates).
 _DIAL_ERRORS = (AppSyncConnectionError, RemoteProtocolError, OSError, asyncio.TimeoutError)
-
-_REASONS = {
-    "circuit_open": "recent connection attempts kept failing, so livelambda stops dialling for a "
-    "cool-down instead of piling up connections",
-    "attempts_exhausted": "every connection attempt allowed for this invocation failed",
-    "deadline": "not enough time is left before the invocation's deadline to try again",
-}
-
-
-class ConnectGiveUp(AppSyncConnectionError):
-    """No connection for this demand, by the policy's decision. `reason` is the policy's
-    ("attempts_exhausted", "deadline", "circuit_open"), `retry_at` (clock of the ReconnectingClient)
-    the earliest next dial, `last_error` the last dial's failure (e.g. a ConnectFailed with
-    reason "timeout": a function in a VPC without a route to AppSync)."""
-
-    error_type = "Livelambda.AppSyncGaveUp"
-
-    def __init__(
-        self,
-        reason: str,
-        retry_at: float | None,
-        *,
-        now: float,
-        attempts: int,
-        endpoint: str | None,
-        last_error: BaseException | None,
-    ) -> None:
-        self.reason = reason
-        self.retry_at = retry_at
-        self.attempts = attempts
-        self.endpoint = endpoint
-        self.last_error = last_error
-        where = f" at {endpoint}" if endpoint else ""
-        msg = f"gave up connecting to AppSync{where}: {_REASONS.get(reason, reason)}"
-        msg += f" ({attempts} attempt(s) in total)"
-        if last_error is not None:
-            msg += f"; last error: {last_error}"
-        if retry_at is not None:
-            msg += f". The next attempt is allowed in {max(0.0, retry_at - now):.1f}s"
-        super().__init__(msg)
-
-
-class CircuitOpen(ConnectGiveUp):
-    """The breaker is open: the demand failed fast, without dialling."""
-
-    error_type = "Livelambda.AppSyncCircuitOpen"
 
 
 class ConnectionState(_Record):
