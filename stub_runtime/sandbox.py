@@ -4,7 +4,6 @@ once — with the dev server's outcome or a typed livelambda error — before th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
@@ -16,18 +15,11 @@ from urllib.parse import urlsplit
 
 from stub_runtime import live_protocol as lp
 from stub_runtime.appsync.auth import ApiKeyAuth, IamAuth
-from stub_runtime.appsync.client import (
-    AppSyncConnectionError,
-    AppSyncEventsClient,
-    ClientClosed,
-    ConnectionLost,
-    Subscription,
-    within,
-)
+from stub_runtime.appsync.blocking import BlockingConnection, OnDemandConnection
+from stub_runtime.appsync.errors import AppSyncConnectionError, ClientClosed, ConnectGiveUp, ConnectionLost
 from stub_runtime.appsync.frames import AppSyncServiceError
-from stub_runtime.appsync.reconnecting import ConnectGiveUp, ReconnectingClient
 from stub_runtime.envelope import EnvelopeRejected, Message, Reassembler, encode, new_id
-from stub_runtime.errors import LivelambdaError, RemoteProtocolError
+from stub_runtime.errors import RemoteProtocolError
 from stub_runtime.outcomes import (
     AppSyncRejected,
     DeadlineExceeded,
@@ -41,8 +33,6 @@ from stub_runtime.settings import StubSettings
 
 log = logging.getLogger("livelambda.stub")
 
-_LOST = object()  # put in every waiter's queue when the connection ends
-
 
 class HandlerError(Exception):
     """The handler failed on the developer's machine; carries Lambda's three error fields as-is."""
@@ -55,26 +45,29 @@ class HandlerError(Exception):
 
 
 class Sandbox:
+    """Blocking from end to end: Lambda calls the handler once at a time and waits for it, so the stub
+    writes and reads its one socket directly, with no event loop or thread to wake on the way."""
+
     def __init__(
         self,
         settings: StubSettings,
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        sleep: Callable[[float], Any] = time.sleep,
     ) -> None:
         self.settings = settings
         self.id = new_id()[:16]
         self.clock = clock
         self.wall = wall
-        self.loop = asyncio.new_event_loop()
         host = urlsplit(settings.http_url).netloc
         if settings.auth == "iam":
             auth: Any = IamAuth(host, settings.region)
         else:
             auth = ApiKeyAuth(settings.api_key or "", host)
 
-        def factory() -> AppSyncEventsClient:
-            return AppSyncEventsClient(
+        def factory() -> BlockingConnection:
+            return BlockingConnection(
                 settings.http_url,
                 settings.realtime_url,
                 auth,
@@ -83,23 +76,18 @@ class Sandbox:
                 clock=clock,
             )
 
-        self.connection = ReconnectingClient(
-            factory, ReconnectPolicy(PolicyConfig(mode="on_demand")), clock=clock
+        self.connection = OnDemandConnection(
+            factory, ReconnectPolicy(PolicyConfig(mode="on_demand")), clock=clock, sleep=sleep
         )
         self.reassembler = Reassembler(settings.secret, settings.session)
         self.hello_sent = False
         self.invocations = 0
-        self._subscribed_client: AppSyncEventsClient | None = None
-        self._pump_task: asyncio.Task[None] | None = None
-        self._waiters: dict[str, asyncio.Queue[Any]] = {}
+        self._subscribed: BlockingConnection | None = None
 
     # ------------------------------------------------------------------ the Lambda-facing entry
     def invoke(self, event: Any, context: Any) -> Any:
         """Forward one invocation; return the handler's result or raise its error / ours."""
         self.invocations += 1
-        return self.loop.run_until_complete(self._invoke(event, context))
-
-    async def _invoke(self, event: Any, context: Any) -> Any:
         s = self.settings
         remaining_s = context.get_remaining_time_in_millis() / 1000
         start = self.clock()
@@ -109,10 +97,8 @@ class Sandbox:
         body: dict[str, Any] = {"event": event, "context": lp.context_to_dict(context, deadline_ms)}
         if not self.hello_sent:
             body["hello"] = hello(context, self.invocations)
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._waiters[request_id] = queue
         try:
-            events = await self._send(request_id, body, deadline)
+            events = self._send(request_id, body, deadline)
             self.hello_sent = True
             acked = False
             ack_by = self.clock() + s.ack_timeout_s
@@ -126,27 +112,26 @@ class Sandbox:
             while True:
                 now = self.clock()
                 if not acked and now >= resend_at and now < ack_by:
-                    await self._send(request_id, body, deadline)
+                    self._send(request_id, body, deadline)
                     resend_at = self.clock() + resend_every
                     continue
                 waiting_for = min(ack_by, resend_at) if not acked else last_heard + s.silence_timeout_s
-                until = min(deadline, waiting_for)
                 try:
-                    item = await within(queue.get(), max(0.0, until - now))
-                except asyncio.TimeoutError:
+                    item = self._next_message(request_id, min(deadline, waiting_for))
+                except (ConnectionLost, ClientClosed):
+                    # The socket died under us: a new connection, and the invocation asked again
+                    # (a fresh message id; the dev server runs each request id at most once).
+                    self.connection.lost()
+                    self._send(request_id, body, deadline)
+                    continue
+                if item is None:
                     if not acked and self.clock() < min(ack_by, deadline):
                         continue  # time to ask again
                     if not acked:
-                        raise DevServerNotRunning(s.session, self.clock() - start) from None
+                        raise DevServerNotRunning(s.session, self.clock() - start)
                     if self.clock() >= deadline:
-                        raise DeadlineExceeded(request_id, remaining_s) from None
-                    raise DevServerLost(request_id, s.silence_timeout_s) from None
-                if item is _LOST:
-                    # The socket died under us: a new connection, and the invocation asked again
-                    # (a fresh message id; the dev server runs each request id at most once).
-                    await self._send(request_id, body, deadline)
-                    continue
-                assert isinstance(item, Message)
+                        raise DeadlineExceeded(request_id, remaining_s)
+                    raise DevServerLost(request_id, s.silence_timeout_s)
                 last_heard = self.clock()
                 if item.kind in (lp.ACK, lp.HEARTBEAT):
                     acked = True
@@ -155,11 +140,27 @@ class Sandbox:
                 elif item.kind == lp.REJECT:
                     raise Rejected(str(item.body.get("message", "the dev server refused the invocation")))
         finally:
-            del self._waiters[request_id]
             self.connection.end_demand()
 
+    def _next_message(self, request_id: str, until: float) -> Message | None:
+        """The next message for this invocation, or None at `until`. Raises ConnectionLost."""
+        conn = self._subscribed
+        if conn is None or conn is not self.connection.connection:
+            raise ConnectionLost("no subscribed connection")
+        while True:
+            data = conn.next_data(until)
+            if data is None:
+                return None
+            try:
+                message = self.reassembler.feed(data.event, int(self.wall() * 1000))
+            except EnvelopeRejected as exc:
+                log.warning("livelambda: dropped a message: %s", exc)
+                continue
+            if message is not None and message.sandbox_id == self.id and message.invocation_id == request_id:
+                return message
+
     # ------------------------------------------------------------------ connection
-    async def _send(self, request_id: str, body: dict[str, Any], deadline: float) -> int:
+    def _send(self, request_id: str, body: dict[str, Any], deadline: float) -> int:
         """Publish the invocation; how many events it took. A kept socket can turn out dead only when
         written to (it broke while the sandbox was frozen): then one fresh connection, as the policy
         allows."""
@@ -167,10 +168,11 @@ class Sandbox:
         events = encode(message, self.settings.secret, int(self.wall() * 1000))
         channel = lp.request_channel(self.settings.session)
         for attempt in (1, 2):
-            client = await self._channel(deadline)
+            conn = self._channel(deadline)
             try:
-                result = await within(client.publish(channel, events), max(0.01, deadline - self.clock()))
+                result = conn.publish(channel, events, max(self.clock() + 0.01, deadline))
             except (ConnectionLost, ClientClosed):
+                self.connection.lost()
                 if attempt == 2:
                     raise
                 continue
@@ -178,15 +180,14 @@ class Sandbox:
             return len(events)
         raise AssertionError("unreachable")
 
-    async def _channel(self, deadline: float) -> AppSyncEventsClient:
+    def _channel(self, deadline: float) -> BlockingConnection:
         """An open connection subscribed to this sandbox's response channel."""
         s = self.settings
         try:
-            client = await self.connection.ensure_connected(deadline)
-            if client is not self._subscribed_client:
-                sub = await client.subscribe(lp.response_channel(s.session, self.id))
-                self._subscribed_client = client
-                self._pump_task = asyncio.ensure_future(self._pump(sub))
+            conn = self.connection.ensure_connected(deadline)
+            if conn is not self._subscribed:
+                conn.subscribe(lp.response_channel(s.session, self.id), deadline)
+                self._subscribed = conn
         except ConnectGiveUp as exc:
             # An open breaker is the news itself; otherwise the last dial's failure says most.
             last = exc.last_error if exc.reason != "circuit_open" else None
@@ -196,33 +197,11 @@ class Sandbox:
             ) from None
         except AppSyncServiceError as exc:
             raise AppSyncRejected(s.realtime_url, str(exc)) from None
-        except (AppSyncConnectionError, asyncio.TimeoutError, OSError) as exc:
+        except (AppSyncConnectionError, OSError) as exc:
             raise EndpointUnreachable(
                 s.realtime_url, f"{type(exc).__name__}: {exc}", in_vpc=s.in_vpc, vpc_detail=s.vpc_detail
             ) from None
-        return client
-
-    async def _pump(self, sub: Subscription) -> None:
-        try:
-            while True:
-                event = await sub.get()
-                try:
-                    message = self.reassembler.feed(event, int(self.wall() * 1000))
-                except EnvelopeRejected as exc:
-                    log.warning("livelambda: dropped a message: %s", exc)
-                    continue
-                if message is None or message.sandbox_id != self.id:
-                    continue
-                waiter = self._waiters.get(message.invocation_id)
-                if waiter is not None:
-                    waiter.put_nowait(message)
-        except (LivelambdaError, asyncio.CancelledError):
-            pass
-        finally:
-            if self._subscribed_client is sub.client:
-                self._subscribed_client = None
-            for waiter in self._waiters.values():
-                waiter.put_nowait(_LOST)
+        return conn
 
 
 def _outcome(body: Any) -> Any:

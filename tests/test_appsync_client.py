@@ -26,8 +26,6 @@ from stub_runtime.appsync.client import (
 )
 from stub_runtime.appsync.frames import MAX_EVENT_BYTES
 from stub_runtime.appsync.reconnecting import (
-    CircuitOpen,
-    ConnectGiveUp,
     ConnectionState,
     ReconnectingClient,
 )
@@ -394,120 +392,6 @@ async def test_persistent_keeps_dialling_while_refused(shared_cloud: CloudProces
         await asyncio.wait_for(runner, WAIT_S)
 
 
-def on_demand(**kw: Any) -> ReconnectPolicy:
-    cfg = {"mode": "on_demand", "base_delay_s": 0.05, "max_delay_s": 0.2, "min_dial_s": 0.1, **kw}
-    return ReconnectPolicy(PolicyConfig(**cfg))
-
-
-async def test_on_demand_reuses_and_redials_after_loss(shared_cloud: CloudProcess) -> None:
-    rc = ReconnectingClient(factory(shared_cloud), on_demand())
-    try:
-        async with rc.demand(time.monotonic() + WAIT_S) as first:
-            assert first.is_open
-        async with rc.demand(time.monotonic() + WAIT_S) as again:
-            assert again is first  # kept between invocations, no new dial
-        assert rc.stats.attempts == 1
-        shared_cloud.faults(drop_connections=True)
-        await asyncio.wait_for(first.wait_closed(), WAIT_S)
-        async with rc.demand(time.monotonic() + WAIT_S) as second:
-            assert second is not first and second.is_open
-        assert rc.stats.attempts == 2 and rc.stats.losses == 1
-    finally:
-        await rc.close()
-
-
-async def test_on_demand_thawed_stale_socket_is_not_trusted(cloud: CloudProcess) -> None:
-    """A sandbox frozen past connectionTimeoutMs: the kept socket is checked and replaced."""
-    assert cloud.proc is not None
-    offset = [0.0]
-
-    def clock() -> float:
-        return time.monotonic() + offset[0]
-
-    rc = ReconnectingClient(factory(cloud, clock=clock), on_demand(), clock=clock)
-    try:
-        async with rc.demand(clock() + WAIT_S) as first:
-            pass
-        cloud.proc.send_signal(signal.SIGSTOP)  # no keep-alive can refresh the old socket meanwhile
-        try:
-            await until(lambda: process_state(cloud) == "T", "the emulator to stop")
-            await asyncio.sleep(0.1)  # let the reader take a keep-alive sent just before the stop
-            offset[0] += 301.0  # the freeze: no frame "for" 301 s (connectionTimeoutMs 300000)
-            assert first.is_stale() and first.is_open
-            demand = asyncio.ensure_future(rc.ensure_connected(clock() + WAIT_S))
-            await until(lambda: rc.stats.attempts == 2, "the redial")
-            assert first.closed and isinstance(first.close_reason, ConnectionLost)
-        finally:
-            cloud.proc.send_signal(signal.SIGCONT)
-        second = await asyncio.wait_for(demand, WAIT_S)
-        rc.end_demand()
-        assert second is not first and not second.is_stale()
-        assert rc.stats.attempts == 2 and rc.stats.losses == 1
-    finally:
-        await rc.close()
-
-
-async def test_on_demand_gives_up_by_deadline_then_breaker_fails_fast(shared_cloud: CloudProcess) -> None:
-    shared_cloud.faults(refuse_connections_for_s=60)
-    policy = on_demand(max_attempts=50, breaker_threshold=4, breaker_cooldown_s=60.0)
-    rc = ReconnectingClient(factory(shared_cloud), policy)
-    try:
-        before = attempts_at(shared_cloud)
-        deadline = time.monotonic() + 1.0
-        with pytest.raises(ConnectGiveUp) as first:
-            await rc.ensure_connected(deadline)
-        assert time.monotonic() < deadline + 5.0  # by its deadline (generous bound: shared cores)
-        rc.end_demand()
-        err = first.value
-        assert err.reason in ("deadline", "circuit_open") and err.attempts == rc.stats.attempts >= 1
-        assert err.last_error is not None and "503" in str(err.last_error)
-        assert err.error_type.startswith("Livelambda.")
-        dials = attempts_at(shared_cloud) - before
-        assert dials == rc.stats.attempts <= 4
-
-        # Make sure the breaker is open (4 consecutive failures), then: fail fast, no dial.
-        while rc.policy.state != "open":
-            with pytest.raises(ConnectGiveUp):
-                await rc.ensure_connected(time.monotonic() + 1.0)
-            rc.end_demand()
-        at_server, at_policy = attempts_at(shared_cloud), rc.stats.attempts
-        for _ in range(5):
-            with pytest.raises(CircuitOpen) as fast:
-                await rc.ensure_connected(time.monotonic() + WAIT_S)
-            rc.end_demand()
-        assert fast.value.retry_at is not None and fast.value.retry_at > time.monotonic() + 30
-        assert "cool-down" in str(fast.value) and fast.value.error_type == "Livelambda.AppSyncCircuitOpen"
-        assert attempts_at(shared_cloud) == at_server and rc.stats.attempts == at_policy == 4
-    finally:
-        shared_cloud.faults(reset=True)
-        await rc.close()
-
-
-async def test_on_demand_attempts_are_capped_per_invocation(shared_cloud: CloudProcess) -> None:
-    shared_cloud.faults(refuse_connections_for_s=60)
-    rc = ReconnectingClient(factory(shared_cloud), on_demand(max_attempts=3, breaker_threshold=10))
-    try:
-        before = attempts_at(shared_cloud)
-        with pytest.raises(ConnectGiveUp) as info:
-            await rc.ensure_connected(time.monotonic() + WAIT_S)
-        assert info.value.reason == "attempts_exhausted" and rc.stats.attempts == 3
-        assert attempts_at(shared_cloud) - before == 3
-    finally:
-        shared_cloud.faults(reset=True)
-        await rc.close()
-
-
-async def test_on_demand_unauthorized_is_not_retried(shared_cloud: CloudProcess) -> None:
-    def bad() -> AppSyncEventsClient:
-        auth = ApiKeyAuth("da2-wrong", shared_cloud.host)
-        return AppSyncEventsClient(shared_cloud.http_url, shared_cloud.realtime_url, auth)
-
-    rc = ReconnectingClient(bad, on_demand())
-    with pytest.raises(AppSyncServiceError) as info:
-        await rc.ensure_connected(time.monotonic() + WAIT_S)
-    assert info.value.error_type == "UnauthorizedException" and rc.stats.attempts == 1
-
-
 # ------------------------------------------------------------------------------------------ edge cases
 async def test_unreachable_endpoint_is_typed() -> None:
     import socket
@@ -568,9 +452,6 @@ async def test_scripted_server_edge_cases() -> None:
 
 
 async def test_policy_mode_mismatch_is_local_error(shared_cloud: CloudProcess) -> None:
-    rc = ReconnectingClient(factory(shared_cloud), on_demand())
-    with pytest.raises(LocalProtocolError):
-        await rc.run(["/livelambda/a"], lambda ch, ev: None)
-    with pytest.raises(LocalProtocolError):
-        await rc.ensure_connected(None)  # on_demand dials only for an invocation with a deadline
-    assert rc.stats.attempts == 0
+    on_demand = ReconnectPolicy(PolicyConfig(mode="on_demand"))
+    with pytest.raises(LocalProtocolError):  # on_demand is the stub's: blocking.OnDemandConnection
+        ReconnectingClient(factory(shared_cloud), on_demand)

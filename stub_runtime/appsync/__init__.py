@@ -2,8 +2,12 @@
 
 - `frames`: sans-I/O builders and parser of the wire frames (../shared/PROTOCOL.md).
 - `auth`: ApiKeyAuth, IamAuth (SigV4; botocore imported only when signing), TokenAuth.
-- `client`: AppSyncEventsClient, one WebSocket connection plus HTTP publish.
-- `reconnecting`: ReconnectingClient, the asyncio shell around `stub_runtime.reconnect.ReconnectPolicy`.
+- `errors`: what can fail, shared by both clients; `publishing`: batches of five, results, HTTP publish.
+- `client`: AppSyncEventsClient, one WebSocket connection plus HTTP publish, asyncio (the dev server).
+- `reconnecting`: ReconnectingClient, the asyncio shell around `stub_runtime.reconnect.ReconnectPolicy`
+  that keeps the dev server's connection up.
+- `blocking`: BlockingConnection and OnDemandConnection, the stub's: no event loop, dialled only for
+  an invocation.
 
 Names are importable from this package; each submodule is imported on first use only, so
 `import stub_runtime.appsync.frames` does not pull in websockets.
@@ -21,19 +25,21 @@ _EXPORTS = {
     "AppSyncServiceError": "frames",
     "parse_server_frame": "frames",
     "AppSyncEventsClient": "client",
-    "AppSyncConnectionError": "client",
-    "ClientClosed": "client",
-    "ConnectFailed": "client",
-    "ConnectionLost": "client",
-    "HttpPublishFailed": "client",
-    "InvalidEvents": "client",
-    "OperationTimeout": "client",
-    "PublishResult": "client",
     "Subscription": "client",
+    "AppSyncConnectionError": "errors",
+    "ClientClosed": "errors",
+    "ConnectFailed": "errors",
+    "ConnectionLost": "errors",
+    "HttpPublishFailed": "errors",
+    "InvalidEvents": "errors",
+    "OperationTimeout": "errors",
+    "ConnectGiveUp": "errors",
+    "CircuitOpen": "errors",
+    "PublishResult": "publishing",
     "ReconnectingClient": "reconnecting",
-    "ConnectGiveUp": "reconnecting",
-    "CircuitOpen": "reconnecting",
     "ConnectionState": "reconnecting",
+    "BlockingConnection": "blocking",
+    "OnDemandConnection": "blocking",
 }
 
 __all__ = sorted(_EXPORTS)

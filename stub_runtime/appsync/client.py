@@ -35,6 +35,11 @@ from stub_runtime.appsync.errors import (
     HttpPublishFailed,
     InvalidEvents,
     OperationTimeout,
+    closed_before_ack,
+    handshake_failed,
+    no_answer,
+    unreachable,
+    upgrade_refused,
 )
 from stub_runtime.appsync.frames import AppSyncServiceError
 from stub_runtime.appsync.publishing import (
@@ -258,12 +263,7 @@ class AppSyncEventsClient:
             if ws is not None:
                 ws.transport.abort()
             if isinstance(exc, asyncio.TimeoutError):
-                raise ConnectFailed(
-                    f"no answer from AppSync at {self.realtime_url} within {budget:.1f}s "
-                    "(is the endpoint reachable from here?)",
-                    reason="timeout",
-                    endpoint=self.realtime_url,
-                ) from None
+                raise no_answer(self.realtime_url, budget) from None
             raise
 
     async def _connect(self) -> None:
@@ -279,36 +279,13 @@ class AppSyncEventsClient:
                 max_size=4 * 1024 * 1024,
             )
         except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status >= 500 or status == 429:
-                msg, reason = "is unavailable or throttling; retry later", "unavailable"
-            else:
-                msg, reason = "refused it: check the endpoint URL and the credentials", "rejected"
-            raise ConnectFailed(
-                f"AppSync answered the WebSocket upgrade at {self.realtime_url} with HTTP {status}: "
-                f"the service {msg}",
-                reason=reason,
-                endpoint=self.realtime_url,
-            ) from exc
+            raise upgrade_refused(self.realtime_url, exc.response.status_code) from exc
         except InvalidHandshake as exc:
-            raise ConnectFailed(
-                f"WebSocket handshake with {self.realtime_url} failed: {exc}",
-                reason="handshake",
-                endpoint=self.realtime_url,
-            ) from exc
+            raise handshake_failed(self.realtime_url, exc) from exc
         except (asyncio.TimeoutError, TimeoutError):
-            raise ConnectFailed(
-                f"no answer from AppSync at {self.realtime_url} within {self.open_timeout_s:g}s "
-                "(is the endpoint reachable from here?)",
-                reason="timeout",
-                endpoint=self.realtime_url,
-            ) from None
+            raise no_answer(self.realtime_url, self.open_timeout_s) from None
         except OSError as exc:
-            raise ConnectFailed(
-                f"cannot reach AppSync at {self.realtime_url}: {exc}",
-                reason="unreachable",
-                endpoint=self.realtime_url,
-            ) from exc
+            raise unreachable(self.realtime_url, exc) from exc
         self._ws = ws
         if ws.subprotocol != f.SUBPROTOCOL:
             raise RemoteProtocolError(
@@ -317,26 +294,14 @@ class AppSyncEventsClient:
             )
         try:
             await ws.send(f.ConnectionInit().encode())
-            while True:
-                frame = f.parse_server_frame(await ws.recv())
-                if isinstance(frame, f.ConnectionAck):
-                    break
-                if isinstance(frame, f.ConnectionError):
-                    raise AppSyncServiceError("the connection", frame.errors)
-                if not isinstance(frame, f.KeepAlive):
-                    raise RemoteProtocolError(
-                        f"expected connection_ack, got {type(frame).__name__} from {self.realtime_url}"
-                    )
+            ack = None
+            while ack is None:
+                ack = f.acked(f.parse_server_frame(await ws.recv()), self.realtime_url)
         except ConnectionClosed as exc:
-            raise ConnectFailed(
-                f"AppSync closed the connection before connection_ack (code {_close_code(exc)}): "
-                "check the credentials and the endpoint",
-                reason="closed",
-                endpoint=self.realtime_url,
-            ) from None
+            raise closed_before_ack(self.realtime_url, _close_code(exc)) from None
         if self._state != "connecting":  # close() was called meanwhile
             raise ClientClosed("the AppSync client was closed while it was connecting")
-        self.connection_timeout_ms = frame.connection_timeout_ms
+        self.connection_timeout_ms = ack.connection_timeout_ms
         self.connected_at = self.last_frame_at = self.clock()
         self._state = "open"
         self._tasks = [

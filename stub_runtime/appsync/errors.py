@@ -4,6 +4,7 @@ blocking one (the stub): what failed, typed by whose fault it is."""
 from __future__ import annotations
 
 from stub_runtime.errors import LivelambdaError, LocalProtocolError
+from stub_runtime.reconnect import GiveUp
 
 
 class AppSyncConnectionError(LivelambdaError):
@@ -98,3 +99,60 @@ class CircuitOpen(ConnectGiveUp):
     """The breaker is open: the demand failed fast, without dialling."""
 
     error_type = "Livelambda.AppSyncCircuitOpen"
+
+
+# The failures of opening a connection, worded once for both clients.
+def upgrade_refused(url: str, status: int) -> ConnectFailed:
+    if status >= 500 or status == 429:
+        msg, reason = "is unavailable or throttling; retry later", "unavailable"
+    else:
+        msg, reason = "refused it: check the endpoint URL and the credentials", "rejected"
+    return ConnectFailed(
+        f"AppSync answered the WebSocket upgrade at {url} with HTTP {status}: the service {msg}",
+        reason=reason,
+        endpoint=url,
+    )
+
+
+def handshake_failed(url: str, exc: BaseException) -> ConnectFailed:
+    return ConnectFailed(f"WebSocket handshake with {url} failed: {exc}", reason="handshake", endpoint=url)
+
+
+def no_answer(url: str, seconds: float) -> ConnectFailed:
+    return ConnectFailed(
+        f"no answer from AppSync at {url} within {seconds:.1f}s (is the endpoint reachable from here?)",
+        reason="timeout",
+        endpoint=url,
+    )
+
+
+def unreachable(url: str, exc: BaseException) -> ConnectFailed:
+    return ConnectFailed(f"cannot reach AppSync at {url}: {exc}", reason="unreachable", endpoint=url)
+
+
+def closed_before_ack(url: str, code: int | None) -> ConnectFailed:
+    return ConnectFailed(
+        f"AppSync closed the connection before connection_ack (code {code}): "
+        "check the credentials and the endpoint",
+        reason="closed",
+        endpoint=url,
+    )
+
+
+def retryable(exc: BaseException) -> bool:
+    """A rejection that another dial will not fix (bad key, wrong URL) ends the demand at once."""
+    from stub_runtime.appsync.frames import AppSyncServiceError
+
+    if isinstance(exc, AppSyncServiceError):
+        return False
+    return not (isinstance(exc, ConnectFailed) and exc.reason == "rejected")
+
+
+def give_up_error(
+    action: GiveUp, now: float, *, attempts: int, endpoint: str | None, last_error: BaseException | None
+) -> ConnectGiveUp:
+    """The error for a policy's GiveUp: CircuitOpen when the breaker said no."""
+    cls = CircuitOpen if action.reason == "circuit_open" else ConnectGiveUp
+    return cls(
+        action.reason, action.retry_at, now=now, attempts=attempts, endpoint=endpoint, last_error=last_error
+    )

@@ -530,6 +530,17 @@ _SERVER_PARSERS = {
 }
 
 
+def acked(frame: ServerFrame, endpoint: str) -> ConnectionAck | None:
+    """While waiting for connection_ack: the ack, None for a `ka` (keep waiting), or the error it is."""
+    if isinstance(frame, ConnectionAck):
+        return frame
+    if isinstance(frame, ConnectionError):
+        raise AppSyncServiceError("the connection", frame.errors)
+    if isinstance(frame, KeepAlive):
+        return None
+    raise RemoteProtocolError(f"expected connection_ack, got {type(frame).__name__} from {endpoint}")
+
+
 def parse_server_frame(text: str | bytes) -> ServerFrame:
     """Parse one frame the server sent. Raises RemoteProtocolError on anything malformed or unknown."""
     obj = _load_object(text, "the server")

@@ -1,19 +1,11 @@
-"""The asyncio shell around `stub_runtime.reconnect.ReconnectPolicy`: it dials only when the policy says.
-
-Two ways to use it, matching the policy's two modes:
-
-on_demand (the stub in Lambda) — dial only for an invocation, bounded by its deadline::
-
-    rc = ReconnectingClient(make_client, ReconnectPolicy(PolicyConfig(mode="on_demand")))
-    async with rc.demand(deadline) as client:      # ConnectGiveUp / CircuitOpen when it cannot
-        await client.publish(channel, events)
-
-persistent (the dev server) — one connection kept up, subscriptions restored after each reconnect::
+"""The asyncio shell around `stub_runtime.reconnect.ReconnectPolicy` in persistent mode (the dev
+server): one connection kept up, subscriptions restored after each reconnect, dialled only when the
+policy says::
 
     await rc.run(["/livelambda/s1/req"], on_event, on_state=show)    # until rc.close()
 
-Every dial goes through the policy (so it is counted, backed off and bounded) and an asyncio lock,
-so two dials never overlap.
+Every dial goes through the policy (so it is counted, backed off and bounded) and an asyncio lock, so
+two dials never overlap. The stub's on_demand counterpart, blocking, is `blocking.OnDemandConnection`.
 """
 
 from __future__ import annotations
@@ -23,20 +15,17 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from stub_runtime.appsync.client import AppSyncEventsClient, Subscription
 from stub_runtime.appsync.errors import (
     AppSyncConnectionError,
-    CircuitOpen,
-    ConnectFailed,
     ConnectGiveUp,
-    ConnectionLost,
 )
-from stub_runtime.appsync.frames import AppSyncServiceError, _Record
+from stub_runtime.appsync.frames import _Record
 from stub_runtime.errors import LivelambdaError, LocalProtocolError, RemoteProtocolError
-from stub_runtime.reconnect import Dial, GiveUp, PolicyStats, Ready, ReconnectPolicy, Wait
+from stub_runtime.reconnect import Dial, PolicyStats, ReconnectPolicy, Wait
 
 log = logging.getLogger("livelambda.appsync")
 
@@ -75,13 +64,6 @@ class ConnectionState(_Record):
         self.endpoint = endpoint
 
 
-def _retryable(exc: BaseException) -> bool:
-    """A rejection that another dial will not fix (bad key, wrong URL) ends the demand at once."""
-    if isinstance(exc, AppSyncServiceError):
-        return False
-    return not (isinstance(exc, ConnectFailed) and exc.reason == "rejected")
-
-
 class ReconnectingClient:
     """Owns at most one AppSyncEventsClient at a time and (re)dials it under a ReconnectPolicy.
 
@@ -97,6 +79,11 @@ class ReconnectingClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
+        if policy.config.mode != "persistent":
+            raise LocalProtocolError(
+                "ReconnectingClient needs a ReconnectPolicy in 'persistent' mode "
+                "(on_demand is the stub's: blocking.OnDemandConnection)"
+            )
         self._factory = client_factory
         self.policy = policy
         self._clock = clock
@@ -113,7 +100,6 @@ class ReconnectingClient:
         self.state = ConnectionState("stopped", 0, 0, clock())
         self.callback_errors = 0
         self._subs: list[Subscription] = []
-        self._watch_task: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------------------- queries
     @property
@@ -126,46 +112,13 @@ class ReconnectingClient:
     def stats(self) -> PolicyStats:
         return self.policy.stats
 
-    # ---------------------------------------------------------------------------- on_demand
+    # ---------------------------------------------------------------------------- waiting
     async def ensure_connected(self, deadline: float | None = None) -> AppSyncEventsClient:
-        """An open, fresh client. on_demand: dials if needed, only as the policy allows, within
-        `deadline` (required, on this object's clock); raises ConnectGiveUp / CircuitOpen, or the
-        dial's own error when it cannot be fixed by retrying (AppSyncServiceError, a 4xx rejection).
-        persistent: waits (up to `deadline`, if given) for the connection that `run()` keeps."""
+        """The connection that `run()` keeps, waited for up to `deadline` (this object's clock) when
+        there is none right now; raises ConnectGiveUp("deadline") then."""
         if self._closed:
             raise LocalProtocolError("ensure_connected() after close()")
-        if self.policy.config.mode == "persistent":
-            return await self._wait_persistent(deadline)
-        async with self._lock:
-            await self._drop_if_stale()
-            while True:
-                now = self._clock()
-                action = self.policy.next_action(now, deadline)
-                if isinstance(action, Ready):
-                    assert self._client is not None
-                    return self._client
-                if isinstance(action, GiveUp):
-                    raise self._give_up(action, now)
-                if isinstance(action, Wait):
-                    await self._sleep(max(0.0, action.until - now))
-                    continue
-                assert isinstance(action, Dial)
-                budget = None if deadline is None else max(0.0, deadline - now)
-                client = await self._dial(action, timeout_s=budget)
-                if client is None and self.last_error is not None and not _retryable(self.last_error):
-                    raise self.last_error
-
-    def end_demand(self) -> None:
-        """on_demand: the invocation is over (resets the per-invocation attempt count)."""
-        self.policy.end_demand(self._clock())
-
-    @contextlib.asynccontextmanager
-    async def demand(self, deadline: float) -> AsyncIterator[AppSyncEventsClient]:
-        """`ensure_connected(deadline)`, with `end_demand()` when the block exits."""
-        try:
-            yield await self.ensure_connected(deadline)
-        finally:
-            self.end_demand()
+        return await self._wait_persistent(deadline)
 
     async def _wait_persistent(self, deadline: float | None) -> AppSyncEventsClient:
         while True:
@@ -188,36 +141,11 @@ class ReconnectingClient:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._connected.wait(), timeout)
 
-    async def _drop_if_stale(self) -> None:
-        """A thawed sandbox: trust the kept socket only if a frame arrived within connectionTimeoutMs."""
-        client = self._client
-        if client is None:
-            return
-        if client.is_open and client.is_stale(self._clock()):
-            for _ in range(3):  # frames that were already read may not have been dispatched yet
-                await asyncio.sleep(0)
-        if client.is_open and client.is_stale(self._clock()):
-            client.abort(ConnectionLost(f"no frame from AppSync for over {client.timeout_s:g}s: stale"))
-        if not client.is_open:
-            await self._lost(client, client.close_reason)
-
-    def _give_up(self, action: GiveUp, now: float) -> ConnectGiveUp:
-        cls = CircuitOpen if action.reason == "circuit_open" else ConnectGiveUp
-        return cls(
-            action.reason,
-            action.retry_at,
-            now=now,
-            attempts=self.stats.attempts,
-            endpoint=self.endpoint,
-            last_error=self.last_error,
-        )
-
     # ---------------------------------------------------------------------------- dialling
     async def _dial(
         self,
         action: Dial,
         *,
-        timeout_s: float | None = None,
         channels: Sequence[str] = (),
     ) -> AppSyncEventsClient | None:
         """One dial, as the policy granted it (lock held). Returns the client, or None if it failed."""
@@ -228,7 +156,7 @@ class ReconnectingClient:
         subs: list[Subscription] = []
         default = client.open_timeout_s + client.ack_timeout_s
         try:
-            await client.connect(timeout_s=default if timeout_s is None else min(timeout_s, default))
+            await client.connect(timeout_s=default)
             for channel in channels:
                 subs.append(await client.subscribe(channel))
         except _DIAL_ERRORS as exc:
@@ -246,14 +174,7 @@ class ReconnectingClient:
         self._subs = subs
         self._connected.set()
         self._report("connected", attempt=action.attempt)
-        if self.policy.config.mode == "on_demand":
-            self._watch_task = asyncio.ensure_future(self._watch(client))
         return client
-
-    async def _watch(self, client: AppSyncEventsClient) -> None:
-        reason = await client.wait_closed()
-        async with self._lock:
-            await self._lost(client, reason)
 
     async def _lost(self, client: AppSyncEventsClient, reason: BaseException | None) -> None:
         """Tell the policy (once) that the current connection ended."""
@@ -368,8 +289,3 @@ class ReconnectingClient:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
-        watch, self._watch_task = self._watch_task, None
-        if watch is not None and not watch.done():
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
