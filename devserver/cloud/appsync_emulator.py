@@ -58,6 +58,8 @@ _FIRST_FRAME_TIMEOUT_S = 10.0  # how long a refused connection may stay open wai
 _CLOSE_LOCK_TIMEOUT_S = 2.0
 
 
+REALTIME_PATH = "/event/realtime"
+
 class AppSyncError(Exception):
     """An error the service reports to the client as `{"errorType": ..., "message": ...}`."""
 
@@ -609,16 +611,13 @@ async def _refuse_after_first_frame(websocket: WebSocket, error: AppSyncError) -
 
 
 def build_router(emulator: AppSyncEmulator) -> APIRouter:
-    """Routes of the emulator: the Event API itself and its `/_livelambda/` test endpoints."""
+    """Routes of the emulator: HTTP publish and the `/_livelambda/` test endpoints. (The realtime
+    WebSocket is not routed by FastAPI: see server.realtime_first.)"""
     router = APIRouter()
 
     @router.post("/event")
     async def http_publish(request: Request) -> Response:
         return await emulator.serve_http_publish(request)
-
-    @router.websocket("/event/realtime")
-    async def realtime(websocket: WebSocket) -> None:
-        await emulator.serve_websocket(websocket)
 
     @router.get("/_livelambda/stats")
     async def stats() -> dict[str, Any]:
