@@ -5,8 +5,9 @@ The API's paths carry no worker id, so every worker gets its own server on its o
 awslambdaric's native client would accept it, but its Python client (used for `/init/error`) parses
 the value as `host:port` and fails, so an init error could never be reported.
 
-HTTP is spoken with h11 over asyncio streams, TCP_NODELAY on every connection (a hop must stay well
-under a millisecond). The server knows nothing of processes: it hands each call to a
+HTTP is parsed by httptools (llhttp, the parser uvicorn uses) in an asyncio Protocol, TCP_NODELAY on
+every connection, each answer written in one piece: a hop must stay well under a millisecond, and an
+invocation takes two. The server knows nothing of processes: it hands each call to a
 `RuntimeApiHandler` (the Worker).
 """
 
@@ -16,16 +17,18 @@ import asyncio
 import contextlib
 import json
 import socket
+from http import HTTPStatus
 from typing import Protocol
 
-import h11
+import httptools
 
 from devserver.runtime.invocation import InvocationRequest
 
 PREFIX = "/2018-06-01/runtime"
-ERROR_TYPE_HEADER = "lambda-runtime-function-error-type"
-_READ_SIZE = 256 * 1024
-_ACCEPTED = b'{"status":"OK"}'
+ERROR_TYPE_HEADER = b"lambda-runtime-function-error-type"
+
+_Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
+_ACCEPTED: _Reply = (202, [(b"content-type", b"application/json")], b'{"status":"OK"}')
 
 
 class RuntimeApiHandler(Protocol):
@@ -53,7 +56,7 @@ class RuntimeApiServer:
         self._handler = handler
         self._host = host
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: set[_Connection] = set()
         self.port = 0
 
     @property
@@ -62,106 +65,136 @@ class RuntimeApiServer:
         return f"{self._host}:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve_connection, self._host, 0)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), self._host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
+        for conn in list(self._connections):
+            conn.abort()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
             self._server = None
 
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                request = await _next_event(conn, reader)
-                if not isinstance(request, h11.Request):
-                    return  # closed by the runtime (or it sent garbage)
-                if conn.they_are_waiting_for_100_continue:  # curl's habit for large bodies
-                    writer.write(
-                        conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
-                        or b""
-                    )
-                body = bytearray()
-                while True:
-                    event = await _next_event(conn, reader)
-                    if isinstance(event, h11.Data):
-                        body += event.data
-                    elif isinstance(event, h11.EndOfMessage):
-                        break
-                    else:
-                        return
-                status, headers, payload = await self._dispatch(request, bytes(body))
-                if request.method == b"POST":
-                    # Let the answer reach whoever waits for it before the runtime gets its 202 and
-                    # polls again: that poll would compete with the answer on its way out.
-                    await asyncio.sleep(0)
-                headers = [*headers, (b"content-length", str(len(payload)).encode())]
-                # One write, one segment: headers and body apart would wake the runtime twice.
-                response = (h11.Response(status_code=status, headers=headers), h11.Data(data=payload))
-                writer.write(b"".join(conn.send(event) or b"" for event in (*response, h11.EndOfMessage())))
-                await writer.drain()
-                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                    return
-                conn.start_next_cycle()
-        except (h11.ProtocolError, ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            self._connections.discard(task)
-            writer.close()
-
-    async def _dispatch(
-        self, request: h11.Request, body: bytes
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        method = request.method.decode()
-        path = request.target.decode().split("?", 1)[0]
+    async def dispatch(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes) -> _Reply:
         if not path.startswith(PREFIX + "/"):
             return _json(404, {"errorMessage": f"Unknown path {path}", "errorType": "NotFound"})
         parts = path[len(PREFIX) + 1 :].split("/")
-        error_type = _header(request, ERROR_TYPE_HEADER)
+        raw_type = headers.get(ERROR_TYPE_HEADER)
+        error_type = raw_type.decode("latin-1") if raw_type is not None else None
         if method == "GET" and parts == ["invocation", "next"]:
             invocation = await self._handler.next_invocation()
             return 200, _next_headers(invocation), invocation.payload
         if method == "POST" and len(parts) == 3 and parts[0] == "invocation" and parts[2] == "response":
             if self._handler.invocation_response(parts[1], body):
-                return 202, [(b"content-type", b"application/json")], _ACCEPTED
+                return _ACCEPTED
             return _invalid_request_id()
         if method == "POST" and len(parts) == 3 and parts[0] == "invocation" and parts[2] == "error":
             if self._handler.invocation_error(parts[1], body, error_type):
-                return 202, [(b"content-type", b"application/json")], _ACCEPTED
+                return _ACCEPTED
             return _invalid_request_id()
         if method == "POST" and parts == ["init", "error"]:
             self._handler.init_error(body, error_type)
-            return 202, [(b"content-type", b"application/json")], _ACCEPTED
+            return _ACCEPTED
         return _json(404, {"errorMessage": f"Unknown resource {method} {path}", "errorType": "NotFound"})
 
 
-async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> object:
-    while True:
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        conn.receive_data(await reader.read(_READ_SIZE))
+class _Connection(asyncio.Protocol):
+    """One runtime's connection. Requests are answered in order, one at a time (a runtime sends the
+    next only after the answer; anything pipelined waits its turn)."""
 
+    def __init__(self, server: RuntimeApiServer) -> None:
+        self._server = server
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._body: list[bytes] = []
+        self._queue: list[tuple[str, str, dict[bytes, bytes], bytes, bool]] = []
+        self._task: asyncio.Task[None] | None = None
 
-def _header(request: h11.Request, name: str) -> str | None:
-    for key, value in request.headers:
-        if key == name.encode():
-            return value.decode("latin-1")
-    return None
+    # -- asyncio
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # (uvloop's is not a subclass)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._server._connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.abort()  # not HTTP: no runtime sends that
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server._connections.discard(self)
+        self._transport = None
+        if self._task is not None:
+            self._task.cancel()  # a poll whose answer nobody can receive any more
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- httptools callbacks
+    def on_message_begin(self) -> None:
+        self._url, self._headers, self._body = b"", {}, []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        if self._headers.get(b"expect", b"").lower() == b"100-continue" and self._transport is not None:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl's habit for large bodies
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        method = self._parser.get_method().decode("latin-1")
+        path = self._url.decode("latin-1").split("?", 1)[0]
+        keep_alive = self._parser.should_keep_alive()
+        self._queue.append((method, path, self._headers, b"".join(self._body), keep_alive))
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._serve())
+
+    # -- answering
+    async def _serve(self) -> None:
+        try:
+            while self._queue:
+                method, path, headers, body, keep_alive = self._queue.pop(0)
+                status, reply_headers, payload = await self._server.dispatch(method, path, headers, body)
+                if method == "POST":
+                    # Let the answer reach whoever waits for it before the runtime gets its 202 and
+                    # polls again: that poll would compete with the answer on its way out.
+                    await asyncio.sleep(0)
+                self._write(status, reply_headers, payload, keep_alive)
+        finally:
+            self._task = None
+
+    def _write(
+        self, status: int, headers: list[tuple[bytes, bytes]], payload: bytes, keep_alive: bool
+    ) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        lines = [b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode())]
+        # The values come from authenticated messages, but a line break would still split a header.
+        lines += [name + b": " + value.replace(b"\r", b"").replace(b"\n", b"") for name, value in headers]
+        lines.append(b"content-length: %d" % len(payload))
+        if not keep_alive:
+            lines.append(b"connection: close")
+        # One write, one segment: headers and body apart would wake the runtime twice.
+        transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + payload)
+        if not keep_alive:
+            transport.close()
 
 
 def _next_headers(invocation: InvocationRequest) -> list[tuple[bytes, bytes]]:
@@ -180,9 +213,9 @@ def _next_headers(invocation: InvocationRequest) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-def _json(status: int, body: dict[str, str]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def _json(status: int, body: dict[str, str]) -> _Reply:
     return status, [(b"content-type", b"application/json")], json.dumps(body).encode()
 
 
-def _invalid_request_id() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def _invalid_request_id() -> _Reply:
     return _json(400, {"errorMessage": "Invalid request ID", "errorType": "InvalidRequestID"})
