@@ -467,10 +467,10 @@ def bench_latency(loop: asyncio.AbstractEventLoop, dev: Started, plain: Started,
 
 HOPS = (  # (from, to, what happens between); milestones: the dev server's timings of each invocation
     ("call", "sent", "boto3 -> Invoke API -> sandbox thawed -> Runtime API -> stub publishes"),
-    ("sent", "received", "AppSync: stub -> emulator -> dev server (these two: whole ms)"),
-    ("received", "started", "dev server: verify, record, ack published (awaited), to the runner"),
+    ("sent", "received", "AppSync: stub -> emulator -> dev server (sent: the stub's whole ms)"),
+    ("received", "started", "dev server: verify, record, to the runner"),
     ("started", "finished", "runner: Runtime API -> worker runs the handler -> back"),
-    ("finished", "published", "dev server: record, terminal line, result published"),
+    ("finished", "published", "dev server: record, result encoded and handed to AppSync"),
     ("published", "answer", "AppSync -> stub -> Runtime API -> Invoke API -> boto3"),
 )
 

@@ -58,7 +58,7 @@ class LiveInvocation:
     context: dict[str, Any]
     hello: dict[str, Any] | None
     sent_ms: int  # the stub's clock when it published
-    received_ms: int
+    received_ms: float  # this machine's wall clock when the message was complete
 
 
 @dataclass
@@ -124,10 +124,10 @@ class Bridge:
 
     # ------------------------------------------------------------------ receiving
     def _on_event(self, channel: str, event: Any) -> None:
-        now_ms = int(time.time() * 1000)
-        self.last_frame_at = now_ms / 1000
+        now = time.time()
+        self.last_frame_at = now
         try:
-            message = self.reassembler.feed(event, now_ms)
+            message = self.reassembler.feed(event, int(now * 1000))
         except EnvelopeRejected as exc:
             log.warning("dropped a message on %s: %s", channel, exc)
             return
@@ -136,14 +136,14 @@ class Bridge:
         if message.kind != lp.INVOKE:
             log.warning("ignored a %r message on the request channel", message.kind)
             return
-        self._spawn(self._handle(message, now_ms))
+        self._spawn(self._handle(message, now * 1000))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, message: Message, received_ms: int) -> None:
+    async def _handle(self, message: Message, received_ms: float) -> None:
         rid, sandbox = message.invocation_id, message.sandbox_id
         entry = self._entries.get(rid)
         if entry is not None:
@@ -184,9 +184,10 @@ class Bridge:
             if entry.keepalive is not None:
                 entry.keepalive.cancel()
         entry.result = result
+        published_ms = time.time() * 1000  # handed to AppSync (the ack comes later)
         await self._reply(entry.sandbox_id, rid, lp.RESULT, result)
         if self._on_published is not None:
-            self._on_published(rid, time.time() * 1000)
+            self._on_published(rid, published_ms)
 
     def _start_keepalive(self, entry: _Entry, rid: str) -> None:
         entry.keepalive = asyncio.ensure_future(self._keepalive(entry, rid))

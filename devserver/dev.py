@@ -103,7 +103,7 @@ class DevServer:
             started_at=time.time(),
             deadline_ms=int(ctx.get("deadline_ms") or 0),
             sandbox_id=inv.sandbox_id,
-            timings={"sent": float(inv.sent_ms), "received": float(inv.received_ms)},
+            timings={"sent": float(inv.sent_ms), "received": inv.received_ms},
         )
         try:
             function = self.resolve(record.function)

@@ -353,6 +353,56 @@ async def test_runtime_api_reads_chunked_bodies_and_answers_expect_continue() ->
         await server.close()
 
 
+async def test_runtime_api_answers_pipelined_requests_in_order_and_drops_garbage() -> None:
+    """Two requests in one write get their answers in order, each in one piece; bytes that are not
+    HTTP end that connection only; a line break in a header value cannot split the header."""
+    sandbox = _FakeSandbox()
+    server = RuntimeApiServer(sandbox)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        nxt = b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n"
+        post = (
+            b"POST /2018-06-01/runtime/invocation/r-1/response HTTP/1.1\r\n"
+            b"Host: x\r\nContent-Length: 2\r\n\r\nok"
+        )
+        writer.write(nxt + post)
+        first = await reader.readuntil(b"\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 200 OK\r\n") and b"lambda-runtime-aws-request-id: r-1" in first
+        assert await reader.readexactly(len(b'{"a": 1}')) == b'{"a": 1}'
+        second = await reader.readuntil(b"\r\n\r\n")
+        assert second.startswith(b"HTTP/1.1 202 Accepted\r\n")
+        assert await reader.readexactly(len(b'{"status":"OK"}')) == b'{"status":"OK"}'
+        assert sandbox.responses == [("r-1", b"ok")]
+
+        bad_reader, bad_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        bad_writer.write(b"\x16\x03\x01 not http at all\r\n\r\n")
+        assert await bad_reader.read() == b""  # that connection is dropped...
+        writer.write(nxt)  # ...the runtime's own keeps working
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 OK")
+        await reader.readexactly(len(b'{"a": 1}'))
+        writer.close()
+        bad_writer.close()
+    finally:
+        await server.close()
+
+
+async def test_runtime_api_header_values_cannot_split_a_header() -> None:
+    class Sneaky(_FakeSandbox):
+        async def next_invocation(self) -> InvocationRequest:
+            return InvocationRequest(payload=b"{}", request_id="r-2", client_context='{"a": 1}\r\nx-evil: 1')
+
+    server = RuntimeApiServer(Sneaky())
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{server.address}/2018-06-01/runtime") as client:
+            nxt = await client.get("/invocation/next")
+        assert nxt.headers["lambda-runtime-client-context"] == '{"a": 1}x-evil: 1'
+        assert "x-evil" not in nxt.headers
+    finally:
+        await server.close()
+
+
 def test_log_buffer_keeps_head_and_tail() -> None:
     buffer = LogBuffer(limit=100)
     buffer.write(b"H" * 50)
