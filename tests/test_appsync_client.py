@@ -364,6 +364,46 @@ async def test_persistent_recovers_from_drops_during_a_burst(shared_cloud: Cloud
     assert rc.state.state == "stopped" and rc.client is None
 
 
+async def test_persistent_hands_events_over_in_order_and_survives_a_failing_callback(
+    shared_cloud: CloudProcess,
+) -> None:
+    """on_event gets each event as it is read, in order; one that raises (or a coroutine that fails)
+    is counted and logged, and the events after it still arrive."""
+    s = session()
+    received: list[Any] = []
+
+    def on_event(channel: str, event: Any) -> Any:
+        if event == "raise":
+            raise ValueError("a bug in the callback")
+        if event == "async-fail":
+
+            async def fail() -> None:
+                raise ValueError("a bug in the coroutine")
+
+            return fail()
+        if event == "async":
+
+            async def record() -> None:
+                received.append(("async", channel))
+
+            return record()
+        received.append(event)
+        return None
+
+    rc = ReconnectingClient(factory(shared_cloud), persistent_policy())
+    runner = asyncio.ensure_future(rc.run([f"/livelambda/{s}/*"], on_event))
+    publisher = factory(shared_cloud)()
+    try:
+        await asyncio.wait_for(rc.ensure_connected(), WAIT_S)
+        for event in [1, "raise", 2, "async-fail", "async", 3]:
+            await publisher.publish_http(f"/livelambda/{s}/x", [json.dumps(event)])
+        await until(lambda: len(received) == 4 and rc.callback_errors == 2, "the events after the failures")
+        assert received == [1, 2, ("async", f"/livelambda/{s}/*"), 3]  # the subscription's channel
+    finally:
+        await rc.close()
+        await asyncio.wait_for(runner, WAIT_S)
+
+
 async def test_persistent_keeps_dialling_while_refused(shared_cloud: CloudProcess) -> None:
     """Refused dials back off (counted, bounded) and the connection returns when the server does."""
     s = session()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import time
@@ -23,8 +24,8 @@ from stub_runtime.appsync.errors import (
     AppSyncConnectionError,
     ConnectGiveUp,
 )
-from stub_runtime.appsync.frames import _Record
-from stub_runtime.errors import LivelambdaError, LocalProtocolError, RemoteProtocolError
+from stub_runtime.appsync.frames import Data, _Record
+from stub_runtime.errors import LocalProtocolError, RemoteProtocolError
 from stub_runtime.reconnect import Dial, PolicyStats, ReconnectPolicy, Wait
 
 log = logging.getLogger("livelambda.appsync")
@@ -100,6 +101,7 @@ class ReconnectingClient:
         self.state = ConnectionState("stopped", 0, 0, clock())
         self.callback_errors = 0
         self._subs: list[Subscription] = []
+        self._callbacks: set[asyncio.Future[Any]] = set()  # on_event coroutines still running
 
     # ---------------------------------------------------------------------------- queries
     @property
@@ -223,14 +225,9 @@ class ReconnectingClient:
                     client = await self._dial(action, channels=channels)
                 if client is None:
                     continue
-                pumps = [asyncio.ensure_future(self._pump(s, on_event)) for s in self._subs]
-                try:
-                    reason = await client.wait_closed()
-                    # Events received before the loss are still handed over; then the pumps end.
-                    await asyncio.gather(*pumps, return_exceptions=True)
-                finally:
-                    for pump in pumps:
-                        pump.cancel()
+                for sub in self._subs:  # events go to on_event as they are read, before any loss
+                    sub.listen(functools.partial(self._hand_over, on_event, sub.channel))
+                reason = await client.wait_closed()
                 async with self._lock:
                     await self._lost(client, reason)
         except asyncio.CancelledError:
@@ -245,18 +242,25 @@ class ReconnectingClient:
                 await client.close()
             self._report("stopped")
 
-    async def _pump(self, sub: Subscription, on_event: Callable[[str, Any], Any]) -> None:
+    def _hand_over(self, on_event: Callable[[str, Any], Any], channel: str, data: Data) -> None:
         try:
-            async for event in sub:
-                try:
-                    result = on_event(sub.channel, event)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    self.callback_errors += 1
-                    log.exception("on_event failed for an event of %s", sub.channel)
-        except LivelambdaError:
-            pass  # the connection ended; run() handles it
+            result = on_event(channel, data.event)
+        except Exception:
+            self._callback_failed(channel)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._callbacks.add(task)
+            task.add_done_callback(functools.partial(self._callback_done, channel))
+
+    def _callback_done(self, channel: str, task: asyncio.Future[Any]) -> None:
+        self._callbacks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._callback_failed(channel, task.exception())
+
+    def _callback_failed(self, channel: str, exc: BaseException | None = None) -> None:
+        self.callback_errors += 1
+        log.error("on_event failed for an event of %s", channel, exc_info=exc or True)
 
     def _report(self, state: str, *, attempt: int | None = None, retry_at: float | None = None) -> None:
         now = self._clock()
