@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
+import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,7 +126,7 @@ def test_scripted_server_edge_cases() -> None:
     """What the emulator never does: the upgrade's answer and the first frames in one read, ka before
     ack, the timeout only in `payload`, garbage and binary frames, an id-less error, a message in
     fragments, `failed` entries, a publish never answered, and a close frame."""
-    from websockets.asyncio.server import ServerConnection, serve
+    from websockets.asyncio.server import ServerConnection
 
     async def handler(ws: ServerConnection) -> None:
         assert json.loads(await ws.recv()) == {"type": "connection_init"}
@@ -153,29 +156,10 @@ def test_scripted_server_edge_cases() -> None:
                 json.dumps({"type": "publish_success", "id": frame["id"], "successful": ok, "failed": failed})
             )
 
-    ready = threading.Event()
-    stop: list[Callable[[], None]] = []
-    port: list[int] = []
-
-    def serve_forever() -> None:
-        async def main() -> None:
-            async with serve(handler, "127.0.0.1", 0, subprotocols=["aws-appsync-event-ws"]) as server:  # type: ignore[list-item]
-                port.append(server.sockets[0].getsockname()[1])
-                done = asyncio.Event()
-                loop = asyncio.get_running_loop()
-                stop.append(lambda: loop.call_soon_threadsafe(done.set))
-                ready.set()
-                await done.wait()
-
-        asyncio.run(main())
-
-    thread = threading.Thread(target=serve_forever, daemon=True)
-    thread.start()
-    assert ready.wait(WAIT_S)
-    try:
-        url = f"ws://127.0.0.1:{port[0]}/event/realtime"
+    with scripted_peer(handler) as port:
+        url = f"ws://127.0.0.1:{port}/event/realtime"
         conn = BlockingConnection(
-            f"http://127.0.0.1:{port[0]}/event", url, ApiKeyAuth("k", "h"), ack_timeout_s=0.3
+            f"http://127.0.0.1:{port}/event", url, ApiKeyAuth("k", "h"), ack_timeout_s=0.3
         )
         conn.connect(soon())
         assert conn.connection_timeout_ms == 120000
@@ -192,9 +176,124 @@ def test_scripted_server_edge_cases() -> None:
             conn.publish("/livelambda/a", ['"silence"'], soon())
         with pytest.raises(ConnectionLost, match="4001"):
             conn.publish("/livelambda/a", ['"close"'], soon())
+
+
+def test_wss_verifies_the_certificate_and_then_works(tmp_path: Path) -> None:
+    """AppSync is always `wss`: TLS on the same socket, the server's certificate checked (an unknown
+    one is a handshake failure, not a hang), then frames as usual."""
+    from websockets.asyncio.server import ServerConnection
+
+    async def handler(ws: ServerConnection) -> None:
+        assert json.loads(await ws.recv()) == {"type": "connection_init"}
+        await ws.send('{"type":"connection_ack","connectionTimeoutMs":300000}')
+        async for text in ws:
+            frame = json.loads(text)
+            if frame["type"] == "subscribe":
+                await ws.send(json.dumps({"type": "subscribe_success", "id": frame["id"]}))
+                sub_id = frame["id"]
+                continue
+            ok = [{"identifier": "s", "index": 0}]
+            await ws.send(
+                json.dumps({"type": "publish_success", "id": frame["id"], "successful": ok, "failed": []})
+            )
+            await ws.send(json.dumps({"type": "data", "id": sub_id, "event": frame["events"][0]}))
+
+    cert, key = self_signed_certificate(tmp_path)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    with scripted_peer(handler, tls=server_tls) as port:
+        url = f"wss://localhost:{port}/event/realtime"
+        untrusted = BlockingConnection(f"https://localhost:{port}/event", url, ApiKeyAuth("k", "h"))
+        with pytest.raises(ConnectFailed) as info:
+            untrusted.connect(soon())
+        assert info.value.reason == "handshake" and "certificate" in str(info.value).lower()
+
+        trusted = ssl.create_default_context(cafile=str(cert))
+        conn = BlockingConnection(
+            f"https://localhost:{port}/event", url, ApiKeyAuth("k", "h"), ssl_context=trusted
+        )
+        conn.connect(soon())
+        try:
+            conn.subscribe("/livelambda/tls", soon())
+            assert conn.publish("/livelambda/tls", ['{"big":"' + "z" * 100_000 + '"}'], soon()).ok
+            data = conn.next_data(soon())
+            assert data is not None and data.event == {"big": "z" * 100_000}
+            conn.poll()  # nothing buffered: returns at once (SSLWantRead is not an error)
+            assert conn.is_open
+        finally:
+            conn.close()
+
+
+@contextlib.contextmanager
+def scripted_peer(handler: Callable[[Any], Any], tls: ssl.SSLContext | None = None) -> Iterator[int]:
+    """A websockets server speaking whatever `handler` scripts, in a thread; yields its port."""
+    from websockets.asyncio.server import serve
+
+    ready = threading.Event()
+    stop: list[Callable[[], None]] = []
+    port: list[int] = []
+
+    def serve_forever() -> None:
+        async def main() -> None:
+            subprotocols = ["aws-appsync-event-ws"]
+            async with serve(handler, "127.0.0.1", 0, subprotocols=subprotocols, ssl=tls) as server:  # type: ignore[arg-type]
+                port.append(server.sockets[0].getsockname()[1])
+                done = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                stop.append(lambda: loop.call_soon_threadsafe(done.set))
+                ready.set()
+                await done.wait()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve_forever, daemon=True)
+    thread.start()
+    assert ready.wait(WAIT_S)
+    try:
+        yield port[0]
     finally:
         stop[0]()
         thread.join(WAIT_S)
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for `localhost` and 127.0.0.1, and its key (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
 
 
 # ------------------------------------------------------------------------------------------ on demand

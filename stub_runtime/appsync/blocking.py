@@ -75,7 +75,7 @@ DIAL_ERRORS = (AppSyncConnectionError, RemoteProtocolError, OSError)
 
 class BlockingConnection:
     """One AppSync Events WebSocket, used from one thread. Not reusable: after `close()` or a loss,
-    make a new one. Arguments as `AppSyncEventsClient`'s."""
+    make a new one. Arguments as `AppSyncEventsClient`'s, and `ssl_context` for a `wss` URL."""
 
     def __init__(
         self,
@@ -88,8 +88,10 @@ class BlockingConnection:
         http_timeout_s: float = 10.0,
         max_event_bytes: int | None = f.MAX_EVENT_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.http_url = normalise_http_url(http_url)
+        self.ssl_context = ssl_context  # for wss: None verifies against the system's CAs
         self.realtime_url = realtime_url
         self.auth = auth
         self.open_timeout_s = open_timeout_s
@@ -179,7 +181,8 @@ class BlockingConnection:
         if secure:
             try:
                 sock.settimeout(max(0.001, deadline - self.clock()))
-                self._sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+                context = self.ssl_context or ssl.create_default_context()
+                self._sock = context.wrap_socket(sock, server_hostname=host)
             except TimeoutError:
                 raise no_answer(url, budget) from None
             except (ssl.SSLError, ssl.CertificateError) as exc:
