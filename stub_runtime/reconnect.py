@@ -5,15 +5,16 @@ module is the one place that decides about connecting, and it decides with bound
 luck. It does no I/O and reads no clock: the caller feeds in events and the time (`now`, any monotonic
 float, e.g. ``time.monotonic()``) and reads out an `Action`, like `websockets.protocol` and `h11`.
 
-The loop an asyncio shell runs (``deadline`` only in ``on_demand`` mode)::
+The loop a shell runs (``deadline`` only in ``on_demand`` mode; the stub's shell is blocking,
+`appsync.blocking.OnDemandConnection`, the dev server's asyncio, `appsync.reconnecting`)::
 
     while True:
         action = policy.next_action(now(), deadline)
         if isinstance(action, Ready):  break                  # use the connection
         if isinstance(action, GiveUp): raise ...(action)      # fail fast, say why
-        if isinstance(action, Wait):   await sleep_until(action.until); continue
+        if isinstance(action, Wait):   sleep_until(action.until); continue
         policy.dial_started(now())                            # action is a Dial
-        try:    await dial()
+        try:    dial()
         except: policy.dial_failed(now()); continue
         policy.dial_succeeded(now())
     # later: policy.connection_lost(now()) when the socket dies; policy.end_demand(now()) per invocation
