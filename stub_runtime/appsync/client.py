@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -135,18 +134,6 @@ class Subscription:
 def _close_code(exc: ConnectionClosed) -> int | None:
     """The close code received, if any (1006: the TCP connection ended without a close frame)."""
     return exc.rcvd.code if exc.rcvd is not None else 1006
-
-
-if sys.version_info >= (3, 11):
-
-    async def within(aw: Awaitable[T], timeout: float) -> T:
-        """`asyncio.wait_for`, minus the Task that 3.11's wait_for wraps every coroutine in: this runs
-        once or twice per invocation on the stub's critical path."""
-        async with asyncio.timeout(timeout):
-            return await aw
-
-else:  # Lambda's Python 3.10 runtime
-    within = asyncio.wait_for
 
 
 async def _gather(aws: Iterable[Awaitable[T]]) -> list[T]:
