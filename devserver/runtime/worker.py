@@ -72,10 +72,13 @@ class WorkerBusy(LivelambdaError):
     error_type = "Livelambda.WorkerBusy"
 
 
+_Outcome = tuple[Status, bytes, str | None]  # (status, payload, error type)
+
+
 @dataclass
 class _Inflight:
     request: InvocationRequest
-    done: asyncio.Future[tuple[Status, bytes, str | None]]
+    done: asyncio.Future[_Outcome]
     delivered_at: float | None = None  # monotonic
 
 
@@ -284,7 +287,7 @@ class Worker:
             raise
         return self._finish(inflight, status, payload, error_type, cold)
 
-    async def _run(self, inflight: _Inflight) -> tuple[Status, bytes, str | None]:
+    async def _run(self, inflight: _Inflight) -> _Outcome:
         request = inflight.request
         if self._init_error is not None:
             return "init_error", *self._init_error
@@ -469,9 +472,6 @@ class Worker:
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} pid={self.pid} {self.state}>"
-
-
-_Outcome = tuple[Status, bytes, str | None]
 
 
 def _settle(future: asyncio.Future[_Outcome], value: _Outcome) -> None:

@@ -36,7 +36,7 @@ from websockets.uri import parse_uri
 from stub_runtime.appsync import frames as f
 from stub_runtime.appsync.auth import Auth
 from stub_runtime.appsync.errors import (
-    AppSyncConnectionError,
+    DIAL_ERRORS,
     ClientClosed,
     ConnectGiveUp,
     ConnectionLost,
@@ -69,8 +69,6 @@ log = logging.getLogger("livelambda.appsync")
 _READ_SIZE = 256 * 1024
 _DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 _MAX_MESSAGE = 4 * 1024 * 1024
-# What a failed dial may raise (anything else is a bug and propagates).
-DIAL_ERRORS = (AppSyncConnectionError, RemoteProtocolError, OSError)
 
 
 class BlockingConnection:

@@ -3,7 +3,7 @@ blocking one (the stub): what failed, typed by whose fault it is."""
 
 from __future__ import annotations
 
-from stub_runtime.errors import LivelambdaError, LocalProtocolError
+from stub_runtime.errors import LivelambdaError, LocalProtocolError, RemoteProtocolError
 from stub_runtime.reconnect import GiveUp
 
 
@@ -156,3 +156,8 @@ def give_up_error(
     return cls(
         action.reason, action.retry_at, now=now, attempts=attempts, endpoint=endpoint, last_error=last_error
     )
+
+
+# What a failed dial may raise, in either client (anything else is a bug and propagates). TimeoutError
+# (asyncio's too, on 3.11+) is an OSError.
+DIAL_ERRORS = (AppSyncConnectionError, RemoteProtocolError, OSError)

@@ -20,18 +20,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from stub_runtime.appsync.client import AppSyncEventsClient, Subscription
-from stub_runtime.appsync.errors import (
-    AppSyncConnectionError,
-    ConnectGiveUp,
-)
+from stub_runtime.appsync.errors import DIAL_ERRORS, ConnectGiveUp
 from stub_runtime.appsync.frames import Data, _Record
-from stub_runtime.errors import LocalProtocolError, RemoteProtocolError
+from stub_runtime.errors import LocalProtocolError
 from stub_runtime.reconnect import Dial, PolicyStats, ReconnectPolicy, Wait
 
 log = logging.getLogger("livelambda.appsync")
-
-# What a failed dial may raise (anything else is a bug and propagates).
-_DIAL_ERRORS = (AppSyncConnectionError, RemoteProtocolError, OSError, asyncio.TimeoutError)
 
 
 class ConnectionState(_Record):
@@ -161,7 +155,7 @@ class ReconnectingClient:
             await client.connect(timeout_s=default)
             for channel in channels:
                 subs.append(await client.subscribe(channel))
-        except _DIAL_ERRORS as exc:
+        except DIAL_ERRORS as exc:
             await client.close()
             self.policy.dial_failed(self._clock())
             self.last_error = exc
