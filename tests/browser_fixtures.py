@@ -30,6 +30,17 @@ needs_chromium = pytest.mark.skipif(
 
 
 @contextlib.contextmanager
+def checked_page(context: Any) -> Iterator[Any]:
+    """A new tab; a JavaScript error the page raised fails the test when the tab is closed."""
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    page.close()
+    assert errors == [], f"the page raised: {errors}"
+
+
+@contextlib.contextmanager
 def chromium_context(profile: Path, timeout_ms: int) -> Iterator[Any]:
     """A persistent browser context in a fresh profile, 1280x800, closed on exit."""
     from playwright.sync_api import sync_playwright

@@ -130,10 +130,18 @@ def live_app(tmp_path: Path) -> AppConfig:
 
 @pytest.fixture
 async def live_cloud(tmp_path: Path, live_app: AppConfig) -> AsyncIterator[LiveCloud]:
+    async with running_live_cloud(tmp_path / "cloud", live_app) as live:
+        yield live
+
+
+@contextlib.asynccontextmanager
+async def running_live_cloud(workdir: Path, app: AppConfig) -> AsyncIterator[LiveCloud]:
+    """`livelambda cloud --app APP --live` (it inherits this process's environment); its bridges
+    and the process stopped on exit."""
     from tests.conftest import _launch
 
-    process = await asyncio.to_thread(_launch, tmp_path / "cloud", ("--app", str(live_app.root), "--live"))
-    live = LiveCloud(process, live_app, load_or_create(live_app.root, live_app.app, live_app.stage))
+    process = await asyncio.to_thread(_launch, workdir, ("--app", str(app.root), "--live"))
+    live = LiveCloud(process, app, load_or_create(app.root, app.app, app.stage))
     try:
         yield live
     finally:

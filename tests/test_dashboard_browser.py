@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from devserver.dashboard.masking import DISPLAY_LIMIT_BYTES
-from tests.browser_fixtures import chromium_context, needs_chromium
+from tests.browser_fixtures import checked_page, chromium_context, needs_chromium
 from tests.dashboard_app import (
     TRACEBACK,
     DashboardServer,
@@ -47,12 +47,8 @@ def server() -> Iterator[DashboardServer]:
 
 @pytest.fixture
 def page(browser_context: object) -> Iterator[object]:
-    page = browser_context.new_page()  # type: ignore[attr-defined]
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    page.close()
-    assert errors == [], f"the page raised: {errors}"
+    with checked_page(browser_context) as page:
+        yield page
 
 
 def open_page(page: object, server: DashboardServer, hash_: str = "") -> None:

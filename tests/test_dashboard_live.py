@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser_fixtures import chromium_context, needs_chromium
+from tests.browser_fixtures import checked_page, chromium_context, needs_chromium
 from tests.dev_fixtures import DevProcess, running_dev
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -64,12 +64,8 @@ def dev(tmp_path: Path) -> Iterator[DevProcess]:
 @pytest.fixture
 def page(browser_context: Any, dev: DevProcess) -> Iterator[Any]:
     """A fresh tab (closed before the dev server stops, so no feed stream holds its shutdown)."""
-    page = browser_context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    page.close()
-    assert errors == [], f"the page raised: {errors}"
+    with checked_page(browser_context) as page:
+        yield page
 
 
 def open_page(page: Any, dev: DevProcess, hash_: str = "") -> None:

@@ -5,7 +5,6 @@ with the sandboxes running the unpacked layer instead of the repo (`LIVELAMBDA_S
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -23,9 +22,8 @@ from devserver.bridge import LiveInvocation
 from devserver.cloud.live import STUB_PATH_ENV, stub_import_root
 from devserver.config import AppConfig
 from devserver.layer import ZIP_DATE, build_layer, unpack_layer
-from devserver.session import load_or_create
 from stub_runtime.errors import LivelambdaError
-from tests.live_fixtures import LiveCloud
+from tests.live_fixtures import LiveCloud, running_live_cloud
 
 REPO = Path(__file__).resolve().parent.parent
 LIVELAMBDA = REPO / ".venv" / "bin" / "livelambda"
@@ -223,18 +221,9 @@ async def layer_cloud(
     tmp_path: Path, live_app: AppConfig, marked_layer: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[LiveCloud]:
     """`livelambda cloud --app DIR --live` whose sandboxes import the stub from the unpacked layer."""
-    from tests.conftest import _launch
-
     monkeypatch.setenv(STUB_PATH_ENV, str(marked_layer))  # the cloud subprocess inherits it
-    process = await asyncio.to_thread(_launch, tmp_path / "cloud", ("--app", str(live_app.root), "--live"))
-    live = LiveCloud(process, live_app, load_or_create(live_app.root, live_app.app, live_app.stage))
-    try:
+    async with running_live_cloud(tmp_path / "cloud", live_app) as live:
         yield live
-    finally:
-        for bridge in live.bridges:
-            with contextlib.suppress(Exception):
-                await bridge.close()
-        await asyncio.to_thread(process.close)
 
 
 async def test_live_invocation_runs_the_stub_from_the_layer(
