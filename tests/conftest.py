@@ -53,6 +53,7 @@ import pytest
 from devserver.cloud.options import IamCredentials
 from tests.lambda_fixtures import *  # noqa: F403  (the Lambda side: see tests/lambda_fixtures.py)
 from tests.live_fixtures import *  # noqa: F403  (live mode: see tests/live_fixtures.py)
+from tests.processes import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 LIVELAMBDA = REPO / ".venv" / "bin" / "livelambda"
@@ -173,14 +174,8 @@ class CloudProcess:
 
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL); its port stays reserved in `port` for `start()`."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGTERM, timeout=5)
 
     def output(self) -> str:
         try:

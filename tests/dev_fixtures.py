@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from tests.lambda_fixtures import lambda_client
+from tests.processes import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0  # generous: two shared cores, maybe busy with other test processes
@@ -116,7 +117,7 @@ def running_dev(tmp_path: Path, hello: str | None = None) -> Iterator[DevProcess
     deadline = time.monotonic() + START_TIMEOUT_S
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            _stop(proc)
+            stop_process(proc, signal.SIGINT, timeout=20)
             raise AssertionError(f"livelambda dev did not start:\n{log.read_text()}")
         time.sleep(0.05)
     process = DevProcess(proc, app, json.loads(ready.read_text()), log)
@@ -124,23 +125,13 @@ def running_dev(tmp_path: Path, hello: str | None = None) -> Iterator[DevProcess
         yield process
     finally:
         started = descendants(proc.pid)
-        _stop(proc)
+        stop_process(proc, signal.SIGINT, timeout=20)
         left = _wait_gone(started)
         if left:
             for pid in left:  # do not leak them into the next test, then fail this one
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
             raise AssertionError(f"livelambda dev left processes behind: {left}\n{process.output()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def descendants(pid: int) -> set[int]:

@@ -16,6 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.lambda_fixtures import lambda_client, process_state, wait_until
+from tests.processes import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -215,13 +216,7 @@ def hello_cloud(tmp_path: Path) -> Any:
         assert proc.poll() is None, (tmp_path / "cloud.log").read_text()
         yield proc, f"http://127.0.0.1:{json.loads(ready.read_text())['port']}"
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, signal.SIGTERM, timeout=15)
         log.close()
 
 
