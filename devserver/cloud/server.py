@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI
 
-from devserver.cloud.appsync_emulator import REALTIME_PATH, AppSyncEmulator, build_router
+from devserver.cloud.appsync_emulator import AppSyncEmulator, build_router
 from devserver.cloud.options import CloudOptions
+from devserver.cloud.realtime import realtime_protocol
 from devserver.serving import ReadyServer, run_until_stopped, write_json_atomically
 
 log = logging.getLogger("livelambda.cloud")
@@ -40,34 +41,10 @@ def create_app(options: CloudOptions) -> FastAPI:
     return app
 
 
-def realtime_first(app: FastAPI) -> Any:
-    """The ASGI app uvicorn runs: the realtime WebSocket goes straight to the emulator, everything
-    else to FastAPI. Every frame sent on a WebSocket routed by FastAPI passes through its middleware
-    stack (eight wrappers); on the live path that is four frames an invocation."""
-    emulator: AppSyncEmulator = app.state.appsync
-
-    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket" and scope["path"] == REALTIME_PATH:
-            await emulator.serve_websocket(WebSocket(scope, receive, send))
-        else:
-            await app(scope, receive, send)
-
-    return asgi
-
-
 def generate_api_key() -> str:
     """A key shaped like AppSync's (`da2-` and 26 lowercase letters and digits)."""
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
     return "da2-" + "".join(secrets.choice(alphabet) for _ in range(26))
-
-
-class _SpuriousHandshakeError(logging.Filter):
-    """uvicorn's websockets-sansio protocol logs "ASGI callable returned without completing handshake."
-    after the app refused a handshake with an HTTP response (the denial extension), although that
-    response went out. We refuse handshakes on purpose (fault injection), so drop that line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("ASGI callable returned without completing handshake")
 
 
 def serve(options: CloudOptions) -> int:
@@ -78,14 +55,14 @@ def serve(options: CloudOptions) -> int:
     app = create_app(options)
     # uvicorn binds the socket itself: a socket handed to it would lack TCP_NODELAY (~88 ms a call).
     config = uvicorn.Config(
-        realtime_first(app),
+        app,
         host=options.host,
         port=options.port,
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=2,
+        ws=realtime_protocol(app.state.appsync),  # the realtime WebSocket bypasses ASGI: see realtime.py
     )
-    logging.getLogger("uvicorn.error").addFilter(_SpuriousHandshakeError())
     server = ReadyServer(config, on_ready=lambda port: _announce(app, options, port))
     if not run_until_stopped(server):
         print(f"livelambda cloud: could not listen on {options.host}:{options.port}", file=sys.stderr)
