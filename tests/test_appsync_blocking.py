@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import signal
 import socket
@@ -12,7 +10,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from stub_runtime.appsync.frames import MAX_EVENT_BYTES, AppSyncServiceError
 from stub_runtime.errors import LocalProtocolError
 from stub_runtime.reconnect import PolicyConfig, ReconnectPolicy
 from tests.conftest import CloudProcess
+from tests.peers import scripted_peer, self_signed_tls, tls_echo_peer
 from tests.test_appsync_client import attempts_at, make_auth, process_state
 
 WAIT_S = 15.0  # upper bound for things that take milliseconds; never a timing assertion
@@ -181,27 +180,8 @@ def test_scripted_server_edge_cases() -> None:
 def test_wss_verifies_the_certificate_and_then_works(tmp_path: Path) -> None:
     """AppSync is always `wss`: TLS on the same socket, the server's certificate checked (an unknown
     one is a handshake failure, not a hang), then frames as usual."""
-    from websockets.asyncio.server import ServerConnection
-
-    async def handler(ws: ServerConnection) -> None:
-        assert json.loads(await ws.recv()) == {"type": "connection_init"}
-        await ws.send('{"type":"connection_ack","connectionTimeoutMs":300000}')
-        async for text in ws:
-            frame = json.loads(text)
-            if frame["type"] == "subscribe":
-                await ws.send(json.dumps({"type": "subscribe_success", "id": frame["id"]}))
-                sub_id = frame["id"]
-                continue
-            ok = [{"identifier": "s", "index": 0}]
-            await ws.send(
-                json.dumps({"type": "publish_success", "id": frame["id"], "successful": ok, "failed": []})
-            )
-            await ws.send(json.dumps({"type": "data", "id": sub_id, "event": frame["events"][0]}))
-
-    cert, key = self_signed_certificate(tmp_path)
-    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_tls.load_cert_chain(cert, key)
-    with scripted_peer(handler, tls=server_tls) as port:
+    cert, server_tls = self_signed_tls(tmp_path)
+    with scripted_peer(tls_echo_peer, tls=server_tls) as port:
         url = f"wss://localhost:{port}/event/realtime"
         untrusted = BlockingConnection(f"https://localhost:{port}/event", url, ApiKeyAuth("k", "h"))
         with pytest.raises(ConnectFailed) as info:
@@ -222,78 +202,6 @@ def test_wss_verifies_the_certificate_and_then_works(tmp_path: Path) -> None:
             assert conn.is_open
         finally:
             conn.close()
-
-
-@contextlib.contextmanager
-def scripted_peer(handler: Callable[[Any], Any], tls: ssl.SSLContext | None = None) -> Iterator[int]:
-    """A websockets server speaking whatever `handler` scripts, in a thread; yields its port."""
-    from websockets.asyncio.server import serve
-
-    ready = threading.Event()
-    stop: list[Callable[[], None]] = []
-    port: list[int] = []
-
-    def serve_forever() -> None:
-        async def main() -> None:
-            subprotocols = ["aws-appsync-event-ws"]
-            async with serve(handler, "127.0.0.1", 0, subprotocols=subprotocols, ssl=tls) as server:  # type: ignore[arg-type]
-                port.append(server.sockets[0].getsockname()[1])
-                done = asyncio.Event()
-                loop = asyncio.get_running_loop()
-                stop.append(lambda: loop.call_soon_threadsafe(done.set))
-                ready.set()
-                await done.wait()
-
-        asyncio.run(main())
-
-    thread = threading.Thread(target=serve_forever, daemon=True)
-    thread.start()
-    assert ready.wait(WAIT_S)
-    try:
-        yield port[0]
-    finally:
-        stop[0]()
-        thread.join(WAIT_S)
-
-
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    """A certificate for `localhost` and 127.0.0.1, and its key (PEM files)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
 
 
 # ------------------------------------------------------------------------------------------ on demand

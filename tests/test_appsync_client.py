@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from stub_runtime.appsync.reconnecting import (
 from stub_runtime.errors import LocalProtocolError
 from stub_runtime.reconnect import PolicyConfig, ReconnectPolicy
 from tests.conftest import CloudProcess
+from tests.peers import scripted_peer, self_signed_tls, tls_echo_peer
 
 WAIT_S = 15.0  # upper bound for things that take milliseconds; never a timing assertion
 
@@ -495,3 +497,28 @@ async def test_policy_mode_mismatch_is_local_error(shared_cloud: CloudProcess) -
     on_demand = ReconnectPolicy(PolicyConfig(mode="on_demand"))
     with pytest.raises(LocalProtocolError):  # on_demand is the stub's: blocking.OnDemandConnection
         ReconnectingClient(factory(shared_cloud), on_demand)
+
+
+async def test_wss_verifies_the_certificate_and_then_works(tmp_path: Path) -> None:
+    """AppSync is always `wss`: the server's certificate is checked (an unknown one is a handshake
+    failure, not a hang), then frames flow as usual, a 100 KB event included."""
+    cert, server_tls = self_signed_tls(tmp_path)
+    with scripted_peer(tls_echo_peer, tls=server_tls) as port:
+        http, url = f"https://localhost:{port}/event", f"wss://localhost:{port}/event/realtime"
+        untrusted = AppSyncEventsClient(http, url, ApiKeyAuth("k", "h"))
+        with pytest.raises(ConnectFailed) as info:
+            await untrusted.connect()
+        assert info.value.reason == "handshake" and "certificate" in str(info.value).lower()
+
+        trusted = ssl.create_default_context(cafile=str(cert))
+        client = AppSyncEventsClient(http, url, ApiKeyAuth("k", "h"), ssl_context=trusted)
+        await client.connect()
+        try:
+            sub = await client.subscribe("/livelambda/tls")
+            big = '{"big":"' + "z" * 100_000 + '"}'
+            assert (await client.publish("/livelambda/tls", [big])).ok
+            assert await asyncio.wait_for(sub.get(), WAIT_S) == {"big": "z" * 100_000}
+            assert client.is_open
+        finally:
+            await client.close()
+        assert client.closed and client.close_reason is None

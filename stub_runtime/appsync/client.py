@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
-
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from stub_runtime.appsync import frames as f
 from stub_runtime.appsync.auth import Auth
@@ -35,10 +33,7 @@ from stub_runtime.appsync.errors import (
     InvalidEvents,
     OperationTimeout,
     closed_before_ack,
-    handshake_failed,
     no_answer,
-    unreachable,
-    upgrade_refused,
 )
 from stub_runtime.appsync.frames import AppSyncServiceError
 from stub_runtime.appsync.publishing import (
@@ -53,6 +48,7 @@ from stub_runtime.appsync.publishing import (
     raise_reply,
     sorted_result,
 )
+from stub_runtime.appsync.ws_protocol import WebSocketProtocol, open_websocket
 from stub_runtime.channels import InvalidChannel
 from stub_runtime.errors import LocalProtocolError, RemoteProtocolError
 
@@ -131,11 +127,6 @@ class Subscription:
 
 
 # ------------------------------------------------------------------------------------------ the client
-def _close_code(exc: ConnectionClosed) -> int | None:
-    """The close code received, if any (1006: the TCP connection ended without a close frame)."""
-    return exc.rcvd.code if exc.rcvd is not None else 1006
-
-
 async def _gather(aws: Iterable[Awaitable[T]]) -> list[T]:
     """Run all; once all are done, raise the first failure (none is left unretrieved)."""
     results = await asyncio.gather(*aws, return_exceptions=True)
@@ -152,8 +143,7 @@ class AppSyncEventsClient:
       `realtime_url`: `wss://{REALTIME host}/event/realtime`; `auth`: ApiKeyAuth / IamAuth / TokenAuth.
     - `open_timeout_s` bounds TCP + TLS + upgrade, `ack_timeout_s` the connection_ack and each
       subscribe/unsubscribe/publish answer, `http_timeout_s` each HTTP publish request.
-    - `ping_interval_s`: WebSocket pings (off by default: liveness is AppSync's `ka` frames, and a
-      frozen Lambda sandbox must not find a ping timeout on thaw). The dev server may turn them on.
+    - liveness is AppSync's `ka` frames (no WebSocket pings, as AppSync clients do).
     - `silence_timeout_s`: declare the connection dead after this much silence when shorter than
       connectionTimeoutMs (300 s on AppSync).
     - `max_event_bytes`: events above it are not sent and come back as local failures (None: send
@@ -169,7 +159,7 @@ class AppSyncEventsClient:
         open_timeout_s: float = 10.0,
         ack_timeout_s: float = 10.0,
         http_timeout_s: float = 10.0,
-        ping_interval_s: float | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         silence_timeout_s: float | None = None,
         max_event_bytes: int | None = f.MAX_EVENT_BYTES,
         clock: Callable[[], float] = time.monotonic,
@@ -180,7 +170,7 @@ class AppSyncEventsClient:
         self.open_timeout_s = open_timeout_s
         self.ack_timeout_s = ack_timeout_s
         self.http_timeout_s = http_timeout_s
-        self.ping_interval_s = ping_interval_s
+        self.ssl_context = ssl_context
         self.silence_timeout_s = silence_timeout_s
         self.max_event_bytes = max_event_bytes
         self.clock = clock
@@ -189,7 +179,8 @@ class AppSyncEventsClient:
         self.last_frame_at: float | None = None
         self.last_error: f.Error | None = None
         self.stats = {"frames": 0, "keepalives": 0, "malformed": 0, "unroutable": 0, "broadcast_errors": 0}
-        self._ws: ClientConnection | None = None
+        self._ws: WebSocketProtocol | None = None
+        self._connecting: asyncio.Queue[str | None] | None = None  # frames until connection_ack
         self._pending: dict[str, asyncio.Future[f.ServerFrame]] = {}
         self._subs: dict[str, Subscription] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -264,78 +255,74 @@ class AppSyncEventsClient:
             self._done.set()
             ws, self._ws = self._ws, None
             if ws is not None:
-                ws.transport.abort()
+                ws.abort()
             if isinstance(exc, asyncio.TimeoutError):
                 raise no_answer(self.realtime_url, budget) from None
             raise
 
     async def _connect(self) -> None:
         auth_headers = self.auth.headers(f.connect_body())
-        try:
-            ws = await connect(
-                self.realtime_url,
-                subprotocols=f.subprotocols(auth_headers),  # type: ignore[arg-type]
-                open_timeout=self.open_timeout_s,
-                ping_interval=self.ping_interval_s,
-                close_timeout=2.0,
-                compression=None,
-                max_size=4 * 1024 * 1024,
-            )
-        except InvalidStatus as exc:
-            raise upgrade_refused(self.realtime_url, exc.response.status_code) from exc
-        except InvalidHandshake as exc:
-            raise handshake_failed(self.realtime_url, exc) from exc
-        except (asyncio.TimeoutError, TimeoutError):
-            raise no_answer(self.realtime_url, self.open_timeout_s) from None
-        except OSError as exc:
-            raise unreachable(self.realtime_url, exc) from exc
+        self._connecting = asyncio.Queue()
+        ws = await open_websocket(
+            self.realtime_url,
+            f.subprotocols(auth_headers),
+            self._on_text,
+            self._on_lost,
+            timeout_s=self.open_timeout_s,
+            max_size=4 * 1024 * 1024,
+            ssl_context=self.ssl_context,
+        )
         self._ws = ws
         if ws.subprotocol != f.SUBPROTOCOL:
             raise RemoteProtocolError(
                 f"server at {self.realtime_url} selected subprotocol {ws.subprotocol!r}, "
                 f"not {f.SUBPROTOCOL!r}: is this an AppSync Events endpoint?"
             )
-        try:
-            await ws.send(f.ConnectionInit().encode())
-            ack = None
-            while ack is None:
-                ack = f.acked(f.parse_server_frame(await ws.recv()), self.realtime_url)
-        except ConnectionClosed as exc:
-            raise closed_before_ack(self.realtime_url, _close_code(exc)) from None
+        ws.send_text(f.ConnectionInit().encode())
+        ack = None
+        while ack is None:
+            text = await self._connecting.get()
+            if text is None:
+                raise closed_before_ack(self.realtime_url, ws.close_code)
+            ack = f.acked(f.parse_server_frame(text), self.realtime_url)
         if self._state != "connecting":  # close() was called meanwhile
             raise ClientClosed("the AppSync client was closed while it was connecting")
         self.connection_timeout_ms = ack.connection_timeout_ms
         self.connected_at = self.last_frame_at = self.clock()
         self._state = "open"
-        self._tasks = [
-            asyncio.ensure_future(self._read_loop()),
-            asyncio.ensure_future(self._watchdog()),
-        ]
+        early, self._connecting = self._connecting, None
+        while not early.empty():  # frames that came with the ack (a first `ka`)
+            self._on_text(early.get_nowait())
+        self._tasks = [asyncio.ensure_future(self._watchdog())]
 
-    # ---------------------------------------------------------------------------- background tasks
-    async def _read_loop(self) -> None:
-        ws = self._ws
-        assert ws is not None
+    # ---------------------------------------------------------------------------- the connection's calls
+    def _on_text(self, text: str | None) -> None:
+        """A message, as the connection reads it (None: a binary one, which AppSync never sends)."""
+        if self._connecting is not None:
+            self._connecting.put_nowait(text)
+            return
+        if self._state != "open":
+            return
+        self.last_frame_at = self.clock()
+        self.stats["frames"] += 1
         try:
-            async for message in ws:
-                self.last_frame_at = self.clock()
-                self.stats["frames"] += 1
-                try:
-                    frame = f.parse_server_frame(message)
-                except RemoteProtocolError:
-                    self.stats["malformed"] += 1
-                    continue
-                self._dispatch(frame)
-            code = ws.close_code
-            self._lose(ConnectionLost(f"AppSync closed the connection (code {code}); reconnect"))
-        except ConnectionClosed as exc:
-            code = _close_code(exc)
-            self._lose(ConnectionLost(f"the connection to AppSync broke (code {code}); reconnect"))
-        except asyncio.CancelledError:
-            raise
+            if text is None:
+                raise RemoteProtocolError("a binary frame; AppSync Events frames are JSON text")
+            frame = f.parse_server_frame(text)
+        except RemoteProtocolError:
+            self.stats["malformed"] += 1
+            return
+        try:
+            self._dispatch(frame)
         except Exception as exc:  # a bug here must not leave waiters hanging
-            log.exception("AppSync reader failed")
+            log.exception("AppSync dispatch failed")
             self._lose(ConnectionLost(f"the AppSync reader failed: {exc!r}"))
+
+    def _on_lost(self, code: int) -> None:
+        if self._connecting is not None:
+            self._connecting.put_nowait(None)
+            return
+        self._lose(ConnectionLost(f"AppSync closed the connection (code {code}); reconnect"))
 
     def _dispatch(self, frame: f.ServerFrame) -> None:
         if isinstance(frame, f.Data):
@@ -386,7 +373,7 @@ class AppSyncEventsClient:
         self._finish(exc)
         ws, self._ws = self._ws, None
         if ws is not None:
-            ws.transport.abort()
+            ws.abort()
 
     def _finish(self, exc: BaseException | None) -> None:
         if self._state == "closed":
@@ -424,13 +411,10 @@ class AppSyncEventsClient:
         self._finish(None)
         ws, self._ws = self._ws, None
         if ws is not None:
-            try:
-                await ws.close()
-            except Exception:
-                ws.transport.abort()
+            await ws.close(timeout_s=2.0)
 
     # ---------------------------------------------------------------------------- request/reply
-    def _require_open(self) -> ClientConnection:
+    def _require_open(self) -> WebSocketProtocol:
         if self._state != "open" or self._ws is None:
             if isinstance(self._end_exc, ConnectionLost):
                 raise ConnectionLost(f"{self._end_exc} (the connection is already gone)")
@@ -443,9 +427,9 @@ class AppSyncEventsClient:
         self._pending[frame_id] = fut
         try:
             try:
-                await ws.send(text)
-            except ConnectionClosed as exc:
-                lost = ConnectionLost(f"the connection broke while sending {what} (code {_close_code(exc)})")
+                ws.send_text(text)
+            except ConnectionLost as exc:
+                lost = ConnectionLost(f"the connection broke while sending {what}: {exc}")
                 self._lose(lost)
                 raise (self._end_exc or lost) from None
             try:
