@@ -510,6 +510,46 @@ async def test_http_publish_unauthorized(shared_cloud: CloudProcess) -> None:
 # ----- fault injection ----------------------------------------------------------------------------
 
 
+async def test_a_subscriber_that_stops_reading_is_dropped_and_never_holds_up_anyone(
+    shared_cloud: CloudProcess,
+) -> None:
+    """Writes to subscribers never wait: unsent bytes pile up for one that stopped reading until the
+    emulator drops it (past MAX_BUFFERED_BYTES), while publishes and the other subscriber carry on."""
+    from devserver.cloud.realtime import MAX_BUFFERED_BYTES
+
+    channel, event = channel_name(), json.dumps("x" * 200_000)
+    headers = {"x-api-key": shared_cloud.api_key}
+
+    def holds(sub_id: str) -> bool:
+        subs = [s["id"] for c in shared_cloud.stats()["connections"] for s in c["subscriptions"]]
+        return sub_id in subs
+
+    async with (
+        realtime(shared_cloud) as stalled,
+        realtime(shared_cloud) as reader,
+        httpx.AsyncClient(timeout=30.0) as http,
+    ):
+        stalled_sub = await subscribe(stalled, shared_cloud, channel)
+        await subscribe(reader, shared_cloud, channel)
+        stalled.transport.pause_reading()  # the socket fills up, then the emulator's buffer
+        sent = 0
+        while holds(stalled_sub):
+            assert sent < 2 * MAX_BUFFERED_BYTES, "the emulator kept buffering for a client that left"
+            body = {"channel": channel, "events": [event] * 5}
+            response = await http.post(shared_cloud.http_url, json=body, headers=headers)
+            assert response.status_code == 200 and len(response.json()["successful"]) == 5
+            sent += 5 * len(event)
+            assert len(await data_frames(reader, 5)) == 5  # the reader is served all along
+        assert sent > MAX_BUFFERED_BYTES
+        stalled.transport.resume_reading()
+        with pytest.raises(ConnectionClosedError) as info:
+            while True:
+                await recv(stalled)
+        assert info.value.rcvd is None  # dropped: no close frame
+        await publish(reader, shared_cloud, channel, ['"still here"'])
+        assert (await recv(reader))["event"] == '"still here"'
+
+
 async def test_drop_connections_closes_with_1000(shared_cloud: CloudProcess) -> None:
     async with realtime(shared_cloud) as ws:
         result = shared_cloud.faults(drop_connections=True)
