@@ -97,6 +97,8 @@ def test_any_json_body_round_trips_in_any_chunk_order(body, compress, budget, da
     assert results[:-1] == [None] * (len(events) - 1)
     assert results[-1] == sent(m)
     assert r.pending_messages == 0 and r.pending_bytes == 0
+    # Compact JSON on the wire, exactly as json.dumps writes it (the events are built by hand).
+    assert all(json.dumps(json.loads(e), ensure_ascii=False, separators=(",", ":")) == e for e in events)
 
 
 def test_small_bodies_stay_readable_and_big_ones_are_compressed():

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import socket
+from collections.abc import Awaitable
 from http import HTTPStatus
 from typing import Protocol
 
@@ -25,6 +27,7 @@ import httptools
 from devserver.runtime.invocation import InvocationRequest
 
 PREFIX = "/2018-06-01/runtime"
+NEXT_PATH = PREFIX + "/invocation/next"
 ERROR_TYPE_HEADER = b"lambda-runtime-function-error-type"
 
 _Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
@@ -34,8 +37,9 @@ _ACCEPTED: _Reply = (202, [(b"content-type", b"application/json")], b'{"status":
 class RuntimeApiHandler(Protocol):
     """What the server asks of the sandbox behind it."""
 
-    async def next_invocation(self) -> InvocationRequest:
-        """Long poll: return the next event, its `deadline_ms` and `invoked_function_arn` filled in."""
+    def next_invocation(self) -> Awaitable[InvocationRequest]:
+        """Long poll: the next event, its `deadline_ms` and `invoked_function_arn` filled in. A Future
+        is answered from its done callback, without a Task; the server cancels it if the runtime goes."""
         ...
 
     def invocation_response(self, request_id: str, body: bytes) -> bool:
@@ -79,15 +83,17 @@ class RuntimeApiServer:
                 await self._server.wait_closed()
             self._server = None
 
-    async def dispatch(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes) -> _Reply:
+    def poll(self) -> asyncio.Future[InvocationRequest]:
+        """`GET /invocation/next`: the handler's long poll, as a future."""
+        return asyncio.ensure_future(self._handler.next_invocation())
+
+    def dispatch(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes) -> _Reply:
+        """Every call but `GET /invocation/next` (see `poll`), answered at once."""
         if not path.startswith(PREFIX + "/"):
             return _json(404, {"errorMessage": f"Unknown path {path}", "errorType": "NotFound"})
         parts = path[len(PREFIX) + 1 :].split("/")
         raw_type = headers.get(ERROR_TYPE_HEADER)
         error_type = raw_type.decode("latin-1") if raw_type is not None else None
-        if method == "GET" and parts == ["invocation", "next"]:
-            invocation = await self._handler.next_invocation()
-            return 200, _next_headers(invocation), invocation.payload
         if method == "POST" and len(parts) == 3 and parts[0] == "invocation" and parts[2] == "response":
             if self._handler.invocation_response(parts[1], body):
                 return _ACCEPTED
@@ -104,7 +110,8 @@ class RuntimeApiServer:
 
 class _Connection(asyncio.Protocol):
     """One runtime's connection. Requests are answered in order, one at a time (a runtime sends the
-    next only after the answer; anything pipelined waits its turn)."""
+    next only after the answer; anything pipelined waits its turn). No Task per request: a call is
+    answered from the parser's callback, a long poll from its future's done callback."""
 
     def __init__(self, server: RuntimeApiServer) -> None:
         self._server = server
@@ -114,7 +121,8 @@ class _Connection(asyncio.Protocol):
         self._headers: dict[bytes, bytes] = {}
         self._body: list[bytes] = []
         self._queue: list[tuple[str, str, dict[bytes, bytes], bytes, bool]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._busy = False  # a request is being answered: the next ones wait
+        self._poll: asyncio.Future[InvocationRequest] | None = None
 
     # -- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -133,8 +141,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
         self._transport = None
-        if self._task is not None:
-            self._task.cancel()  # a poll whose answer nobody can receive any more
+        if self._poll is not None:
+            self._poll.cancel()  # a poll whose answer nobody can receive any more
 
     def abort(self) -> None:
         if self._transport is not None:
@@ -162,22 +170,45 @@ class _Connection(asyncio.Protocol):
         path = self._url.decode("latin-1").split("?", 1)[0]
         keep_alive = self._parser.should_keep_alive()
         self._queue.append((method, path, self._headers, b"".join(self._body), keep_alive))
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._serve())
+        self._serve()
 
     # -- answering
-    async def _serve(self) -> None:
-        try:
-            while self._queue:
-                method, path, headers, body, keep_alive = self._queue.pop(0)
-                status, reply_headers, payload = await self._server.dispatch(method, path, headers, body)
-                if method == "POST":
-                    # Let the answer reach whoever waits for it before the runtime gets its 202 and
-                    # polls again: that poll would compete with the answer on its way out.
-                    await asyncio.sleep(0)
-                self._write(status, reply_headers, payload, keep_alive)
-        finally:
-            self._task = None
+    def _serve(self) -> None:
+        while self._queue and not self._busy and self._transport is not None:
+            method, path, headers, body, keep_alive = self._queue.pop(0)
+            if method == "GET" and path == NEXT_PATH:
+                self._busy = True
+                self._poll = self._server.poll()
+                self._poll.add_done_callback(functools.partial(self._polled, keep_alive=keep_alive))
+                return
+            reply = self._server.dispatch(method, path, headers, body)
+            if method == "POST":
+                # Let the answer reach whoever waits for it (its wakeup is already scheduled) before
+                # the runtime gets its 202 and polls again: that poll would compete with the answer
+                # on its way out.
+                self._busy = True
+                asyncio.get_running_loop().call_soon(self._answer, reply, keep_alive)
+                return
+            self._write(*reply, keep_alive)
+
+    def _polled(self, poll: asyncio.Future[InvocationRequest], keep_alive: bool) -> None:
+        if self._poll is poll:
+            self._poll = None
+        if poll.cancelled():
+            return  # the runtime went away
+        exc = poll.exception()
+        if exc is not None:
+            reply = _json(500, {"errorMessage": f"the sandbox failed to deliver: {exc!r}",
+                                "errorType": "ServiceException"})  # fmt: skip
+        else:
+            invocation = poll.result()
+            reply = (200, _next_headers(invocation), invocation.payload)
+        self._answer(reply, keep_alive)
+
+    def _answer(self, reply: _Reply, keep_alive: bool) -> None:
+        self._busy = False
+        self._write(*reply, keep_alive)
+        self._serve()
 
     def _write(
         self, status: int, headers: list[tuple[bytes, bytes]], payload: bytes, keep_alive: bool

@@ -411,7 +411,9 @@ class Worker:
 
     # -- the Runtime API, called by the server -------------------------------------------------
 
-    async def next_invocation(self) -> InvocationRequest:
+    def next_invocation(self) -> asyncio.Future[InvocationRequest]:
+        """The runtime's long poll: a future that `invoke` answers (the server cancels it if the
+        runtime goes away)."""
         if self._ready_at is None:
             self._ready_at = time.monotonic()
         if self._poll is not None and not self._poll.done():
@@ -419,14 +421,15 @@ class Worker:
         poll: asyncio.Future[InvocationRequest] = asyncio.get_running_loop().create_future()
         self._poll = poll
         self._polled.set()
+        poll.add_done_callback(self._poll_ended)
         if self.freeze_when_idle and self._inflight is None:
             self.freeze()
-        try:
-            return await poll
-        finally:
-            if self._poll is poll:
-                self._poll = None
-                self._polled.clear()
+        return poll
+
+    def _poll_ended(self, poll: asyncio.Future[InvocationRequest]) -> None:
+        if self._poll is poll:
+            self._poll = None
+            self._polled.clear()
 
     def invocation_response(self, request_id: str, body: bytes) -> bool:
         inflight = self._current(request_id)
