@@ -16,6 +16,7 @@ Standard library only: this module is imported on every Lambda cold start.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection
 
@@ -54,6 +55,17 @@ def validate_channel(
     `subscribe=True` allows a trailing `/*`. Pass `namespaces` to also require that the first segment
     names one of them (the emulator does; a client usually cannot know the API's namespaces).
     """
+    if isinstance(channel, str) and (namespaces is None or isinstance(namespaces, frozenset)):
+        return list(_validated(channel, subscribe, namespaces))  # a live session reuses a few channels
+    return _validate(channel, subscribe, namespaces)
+
+
+@functools.lru_cache(maxsize=256)
+def _validated(channel: str, subscribe: bool, namespaces: frozenset[str] | None) -> tuple[str, ...]:
+    return tuple(_validate(channel, subscribe, namespaces))
+
+
+def _validate(channel: object, subscribe: bool, namespaces: Collection[str] | None) -> list[str]:
     if not isinstance(channel, str):
         raise InvalidChannel(channel, "a channel must be a string")
     if not channel.startswith("/"):
@@ -87,6 +99,8 @@ def channel_matches(pattern: str, channel: str) -> bool:
 
     Both are taken as already valid; an invalid pair simply does not match.
     """
+    if pattern == channel and not pattern.endswith(WILDCARD):
+        return True
     want = pattern.strip("/").split("/")
     have = channel.strip("/").split("/")
     if want[-1] == WILDCARD:

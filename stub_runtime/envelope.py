@@ -57,6 +57,7 @@ _FIELDS = ("livelambda", "kind", "session", "invocation_id", "sandbox_id", "mess
 _FIELD_SET = frozenset(_FIELDS)
 _SIGNED_HEAD = _FIELDS[:-2]  # signed as one canonical JSON array, then the data
 _INT_FIELDS = ("livelambda", "chunk", "chunks", "ts_ms")
+_ID_FIELDS = ("session", "invocation_id", "sandbox_id", "message_id")
 _CODECS = ("json", "zlib")
 _MAC_DOMAIN = b"livelambda envelope v1\n"
 _COMPACT = (",", ":")
@@ -130,18 +131,31 @@ class EnvelopeRejected(RemoteProtocolError):
         super().__init__(f"envelope rejected ({reason}): {detail}; {_HINTS[reason]}")
 
 
-def _mac(secret: bytes, fields: dict[str, Any]) -> str:
+def _mac(secret: bytes, fields: dict[str, Any], *, checked: bool = False) -> str:
     """HMAC-SHA256 (lowercase hex) over a canonical serialization of every field but `mac`.
 
     The head is a JSON array (ASCII, no raw newline) of the fixed fields, so `head + "\\n" + data`
-    is unambiguous; data is hashed as sent (before base64 or JSON decoding).
+    is unambiguous; data is hashed as sent (before base64 or JSON decoding). `checked`: the ids and
+    kind passed `_check_ids` (no quote or backslash), so the sender writes the array by hand; a
+    receiver has not checked them yet and lets json.dumps write it.
     """
-    head = json.dumps([fields[k] for k in _SIGNED_HEAD], separators=_COMPACT).encode("ascii")
+    if checked:
+        f = fields
+        head = (f'[{f["livelambda"]},"{f["kind"]}","{f["session"]}","{f["invocation_id"]}",'
+                f'"{f["sandbox_id"]}","{f["message_id"]}",{f["chunk"]},{f["chunks"]},{f["ts_ms"]},'
+                f'"{f["codec"]}"]').encode("ascii")
+    else:
+        head = json.dumps([fields[k] for k in _SIGNED_HEAD], separators=_COMPACT).encode("ascii")
     mac = hmac.new(secret, _MAC_DOMAIN, hashlib.sha256)
     mac.update(head)
     mac.update(b"\n")
     mac.update(fields["data"].encode("utf-8", "surrogatepass"))
     return mac.hexdigest()
+
+
+def _what(f: dict[str, Any]) -> str:
+    """How an error message names a chunk (only built when there is an error)."""
+    return f"message {f['message_id']!r:.40} ({f['kind']!r:.40}, chunk {f['chunk']} of {f['chunks']})"
 
 
 def _check_secret(secret: bytes) -> None:
@@ -266,7 +280,7 @@ def _event(fields: dict[str, Any], secret: bytes) -> str:
     """One chunk's JSON, signed. The ids are checked (printable ASCII without quote or backslash)
     and the kind is [a-z_], so only `data` needs JSON escaping: built by hand, it is what
     json.dumps(fields, ensure_ascii=False, separators=(",", ":")) gives, at a third of the cost."""
-    f, mac = fields, _mac(secret, fields)
+    f, mac = fields, _mac(secret, fields, checked=True)
     return (f'{{"livelambda":{f["livelambda"]},"kind":"{f["kind"]}","session":"{f["session"]}",'
             f'"invocation_id":"{f["invocation_id"]}","sandbox_id":"{f["sandbox_id"]}",'
             f'"message_id":"{f["message_id"]}","chunk":{f["chunk"]},"chunks":{f["chunks"]},'
@@ -410,40 +424,41 @@ class Reassembler:
                 detail += f" (it claims session {f['session']!r:.70}; this is session {self.session!r})"
             raise EnvelopeRejected("bad_signature", detail)
         # Authentic from here on: the sender holds our secret.
-        what = f"message {mid!r:.40} ({f['kind']!r:.40}, chunk {index} of {count})"
-        ids = {k: f[k] for k in ("session", "invocation_id", "sandbox_id", "message_id")}
-        problem = _check_ids(f["kind"], ids)
+        problem = _check_ids(f["kind"], {k: f[k] for k in _ID_FIELDS})
         if problem or f["codec"] not in _CODECS or not 0 <= index < count:
-            raise EnvelopeRejected("malformed", f"{what}: {problem or 'bad codec or chunk numbers'}")
+            raise EnvelopeRejected("malformed", f"{_what(f)}: {problem or 'bad codec or chunk numbers'}")
         if count > MAX_CHUNKS:
-            raise EnvelopeRejected("too_large", f"{what}: more than {MAX_CHUNKS} chunks")
+            raise EnvelopeRejected("too_large", f"{_what(f)}: more than {MAX_CHUNKS} chunks")
         if f["session"] != self.session:
-            raise EnvelopeRejected("wrong_session", f"{what} is for session {f['session']!r}, "
+            raise EnvelopeRejected("wrong_session", f"{_what(f)} is for session {f['session']!r}, "
                                                     f"this is session {self.session!r}")
         if abs(now_ms - ts) > self.max_skew_ms:
             age = (now_ms - ts) / 1000
             when = f"{age:.1f} s ago" if age > 0 else f"{-age:.1f} s in the future"
-            raise EnvelopeRejected("stale", f"{what} was stamped {when}; at most "
+            raise EnvelopeRejected("stale", f"{_what(f)} was stamped {when}; at most "
                                             f"{self.max_skew_ms / 1000:.0f} s either way is accepted")
         forget_at = self._done.get(mid)
         if forget_at is not None and forget_at > now_ms:
-            raise EnvelopeRejected("replay", f"{what} was already completed")
+            raise EnvelopeRejected("replay", f"{_what(f)} was already completed")
+        if count == 1 and mid not in self._pending:  # the common case: a message in one event
+            return self._complete(f, f["data"], now_ms)
         head = (f["kind"], f["session"], f["invocation_id"], f["sandbox_id"], count, ts, f["codec"])
         partial = self._pending.get(mid)
         if partial is not None:
             if partial.head != head:
                 names = ("kind", "session", "invocation_id", "sandbox_id", "chunks", "ts_ms", "codec")
                 diff = [n for n, a, b in zip(names, partial.head, head, strict=True) if a != b]
-                raise EnvelopeRejected("inconsistent", f"{what} differs from its earlier chunks in {diff}")
+                raise EnvelopeRejected("inconsistent",
+                                       f"{_what(f)} differs from its earlier chunks in {diff}")
             seen = partial.pieces.get(index)
             if seen is not None:
                 if seen != f["data"]:
-                    raise EnvelopeRejected("inconsistent", f"{what} arrived twice with different data")
+                    raise EnvelopeRejected("inconsistent", f"{_what(f)} arrived twice with different data")
                 self.duplicates += 1
                 return None
         size = len(f["data"])
         if self._pending_bytes + size > self.max_pending_bytes:
-            raise EnvelopeRejected("too_large", f"{what}: partial messages would hold more than "
+            raise EnvelopeRejected("too_large", f"{_what(f)}: partial messages would hold more than "
                                                 f"{self.max_pending_bytes:,} bytes")
         if partial is None:
             partial = self._pending[mid] = _Partial(head, now_ms)
@@ -452,17 +467,20 @@ class Reassembler:
         self._pending_bytes += size
         if partial.size > _MAX_DATA[f["codec"]]:
             self._drop(mid)
-            raise EnvelopeRejected("too_large", f"{what}: the message's data exceeds "
+            raise EnvelopeRejected("too_large", f"{_what(f)}: the message's data exceeds "
                                                 f"{_MAX_DATA[f['codec']]:,} characters")
         if len(partial.pieces) < count:
             return None
         self._drop(mid)
+        return self._complete(f, "".join(partial.pieces[i] for i in range(count)), now_ms)
+
+    def _complete(self, f: dict[str, Any], data: str, now_ms: int) -> Message:
         # Remember it until it would be stale anyway, so a replay is caught whatever the window.
-        self._done[mid] = max(now_ms + self.replay_window_ms, ts + self.max_skew_ms + 1)
-        body = _decode_body(f["codec"], "".join(partial.pieces[i] for i in range(count)))
+        self._done[f["message_id"]] = max(now_ms + self.replay_window_ms, f["ts_ms"] + self.max_skew_ms + 1)
+        body = _decode_body(f["codec"], data)
         self.completed += 1
         return Message(kind=f["kind"], session=f["session"], invocation_id=f["invocation_id"],
-                       sandbox_id=f["sandbox_id"], body=body, message_id=mid, ts_ms=ts)
+                       sandbox_id=f["sandbox_id"], body=body, message_id=f["message_id"], ts_ms=f["ts_ms"])
 
     def _drop(self, mid: str) -> None:
         partial = self._pending.pop(mid)

@@ -43,7 +43,7 @@ from websockets.http11 import Request as UpgradeRequest
 
 from devserver.cloud.faults import Faults, FaultSpecError
 from devserver.cloud.options import CloudOptions
-from devserver.cloud.realtime import RealtimeConnection, compact
+from devserver.cloud.realtime import RealtimeConnection, compact, json_string
 from devserver.cloud.sigv4 import SignatureError, verify_sigv4
 from stub_runtime.channels import InvalidChannel, channel_matches, validate_channel
 
@@ -395,7 +395,7 @@ class AppSyncEmulator:
                     log.warning("unauthorized publish on %s: %s", conn.id, exc.reason)
                 conn.send({"type": "publish_error", "id": pub_id, "errors": exc.errors()})
                 return
-            conn.send({"type": "publish_success", "id": pub_id, "successful": successful, "failed": failed})
+            conn.send_text(_publish_success(pub_id, successful, failed))
         finally:
             conn.release()
 
@@ -439,6 +439,15 @@ def api_hosts(server: tuple[str, int]) -> frozenset[str]:
     address, port = server[0], server[1]
     literal = f"[{address}]" if ":" in address else address
     return frozenset({f"{literal}:{port}".lower(), f"localhost:{port}"})
+
+
+def _publish_success(pub_id: str, successful: list[dict[str, Any]], failed: list[dict[str, Any]]) -> str:
+    """The `publish_success` frame, built by hand (what compact() gives; the identifiers are UUIDs):
+    the live path relays two publishes an invocation."""
+    done = ",".join(f'{{"identifier":"{e["identifier"]}","index":{e["index"]}}}' for e in successful)
+    failures = compact(failed) if failed else "[]"
+    pub = json_string(pub_id)
+    return f'{{"type":"publish_success","id":{pub},"successful":[{done}],"failed":{failures}}}'
 
 
 def _with_leading_slash(channel: object) -> object:

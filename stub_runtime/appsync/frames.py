@@ -23,6 +23,9 @@ DEFAULT_CONNECTION_TIMEOUT_MS = 300_000
 
 
 # --------------------------------------------------------------------------------------------- helpers
+_json_string = json.encoder.encode_basestring  # a str as compact_json() writes it
+
+
 def compact_json(value: Any) -> str:
     """JSON the way AWS's SDKs write it (JSON.stringify): no spaces, non-ASCII kept as is."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
@@ -200,6 +203,12 @@ class Publish(_Frame):
             "events": list(self.events),
             "authorization": dict(self.authorization),
         }
+
+    def encode(self) -> str:
+        # compact_json(self.to_json()), written by hand: the live path publishes twice an invocation.
+        events = ",".join(map(_json_string, self.events))
+        return (f'{{"type":"publish","id":{_json_string(self.id)},"channel":{_json_string(self.channel)},'
+                f'"events":[{events}],"authorization":{compact_json(dict(self.authorization))}}}')
 
 
 ClientFrame = ConnectionInit | Subscribe | Unsubscribe | Publish
