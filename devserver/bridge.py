@@ -64,8 +64,15 @@ class LiveInvocation:
 @dataclass
 class _Entry:
     sandbox_id: str
-    result: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None  # set once published (or being published)
+    timer: asyncio.TimerHandle | None = None  # starts the keepalive after ack_delay_s
     keepalive: asyncio.Task[None] | None = None  # ack + heartbeats, once the run outlasts ack_delay_s
+
+    def stop_keepalive(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.keepalive is not None:
+            self.keepalive.cancel()
 
 
 # Runs one invocation and returns the result body the stub expects: {"status": "ok", "response": ...}
@@ -170,7 +177,8 @@ class Bridge:
         )
         # A result within ack_delay_s answers by itself: an ack first would cost it ~1 ms of the round
         # trip. A timer, not a task per invocation: most invocations never need one.
-        timer = asyncio.get_running_loop().call_later(self._ack_delay_s, self._start_keepalive, entry, rid)
+        loop = asyncio.get_running_loop()
+        entry.timer = loop.call_later(self._ack_delay_s, self._start_keepalive, entry, rid)
         try:
             result = await self._execute(invocation)
         except Exception as exc:  # the runner failed: the stub still gets an answer, typed as ours
@@ -180,14 +188,52 @@ class Bridge:
                 f"the dev server could not run the invocation: {exc}",
             )
         finally:
-            timer.cancel()
-            if entry.keepalive is not None:
-                entry.keepalive.cancel()
+            entry.stop_keepalive()
+        if entry.result is not None:
+            return  # published by answer() as the runtime answered
         entry.result = result
         published_ms = time.time() * 1000  # handed to AppSync (the ack comes later)
         await self._reply(entry.sandbox_id, rid, lp.RESULT, result)
         if self._on_published is not None:
             self._on_published(rid, published_ms)
+
+    def answer(self, rid: str, status: str, payload: bytes) -> bool:
+        """The local runtime just answered `rid`: publish the result now, from inside the Runtime API's
+        callback, before the outcome's bookkeeping and a loop step sooner than `_handle` would. False
+        when that cannot be done here (not a live invocation, no connection): `_handle` publishes it."""
+        entry = self._entries.get(rid)
+        client = self.connection.client
+        if entry is None or entry.result is not None or client is None or not client.is_open:
+            return False
+        result = result_body(status, payload)
+        message = Message(lp.RESULT, self.session, rid, entry.sandbox_id, result)
+        events = encode(message, self.secret, int(time.time() * 1000))
+        published_ms = time.time() * 1000
+        try:
+            sent = client.publish_nowait(lp.response_channel(self.session, entry.sandbox_id), events)
+        except LivelambdaError as exc:
+            log.warning("could not send the result for %s at once (%s); sending it again", rid, exc)
+            return False
+        entry.result = result
+        entry.stop_keepalive()
+        sent.add_done_callback(lambda done: self._check_published(done, rid))
+        if self._on_published is not None:
+            self._on_published(rid, published_ms)
+        return True
+
+    @staticmethod
+    def _check_published(done: asyncio.Future[Any], rid: str) -> None:
+        # As `_reply`: the stub re-asks after its own reconnect, and gets the stored result then.
+        exc = None if done.cancelled() else done.exception()
+        if isinstance(exc, LivelambdaError):
+            log.warning("could not send %s for %s: %s", lp.RESULT, rid, exc)
+        elif exc is None and not done.cancelled():
+            try:
+                done.result().raise_for_failed()
+            except LivelambdaError as failed:
+                log.warning("could not send %s for %s: %s", lp.RESULT, rid, failed)
+        elif exc is not None:
+            log.error("sending the result for %s failed", rid, exc_info=exc)
 
     def _start_keepalive(self, entry: _Entry, rid: str) -> None:
         entry.keepalive = asyncio.ensure_future(self._keepalive(entry, rid))

@@ -51,7 +51,9 @@ class DevServer:
         self.terminal = terminal or Terminal()
         self.store = InvocationStore(settings.app.dashboard.keep)
         self.region = settings.app.region or settings.endpoint.region
-        self.runner = Runner(settings.app, region=self.region, on_reload=self._on_reload)
+        self.runner = Runner(
+            settings.app, region=self.region, on_reload=self._on_reload, on_answer=self._answered
+        )
         self.bridge = Bridge(
             settings.endpoint,
             settings.session.id,
@@ -152,7 +154,7 @@ class DevServer:
         self.store.add(record)
         record.timings["started"] = time.time() * 1000
         outcome = await self.runner.invoke(function.name, request)
-        record.timings["finished"] = time.time() * 1000
+        record.timings.setdefault("finished", time.time() * 1000)  # (unless _answered stamped it)
         body = result_body(outcome.status, outcome.payload)
         error = body.get("error") or {}
         self.store.finish(
@@ -177,6 +179,14 @@ class DevServer:
             record, status="livelambda_error", error_type=error_type, error_message=message, duration_ms=0.0
         )
         self.terminal.invocation(record)
+
+    def _answered(self, request_id: str, status: str, payload: bytes) -> None:
+        """The runtime just answered (the outcome's bookkeeping comes a loop step later): a live
+        invocation's result goes out now."""
+        record = self.store.get(request_id)
+        if record is not None:
+            record.timings["finished"] = time.time() * 1000
+        self.bridge.answer(request_id, status, payload)
 
     def _published(self, request_id: str, at_ms: float) -> None:
         record = self.store.get(request_id)

@@ -56,7 +56,7 @@ from devserver.runtime.invocation import InvocationOutcome, InvocationRequest, e
 from devserver.runtime.launcher import Launcher, SubprocessLauncher
 from devserver.runtime.logs import DEFAULT_LOG_LIMIT
 from devserver.runtime.pool import launch_failure
-from devserver.runtime.worker import DEFAULT_INIT_TIMEOUT_S, Worker
+from devserver.runtime.worker import DEFAULT_INIT_TIMEOUT_S, AnswerCallback, Worker
 from stub_runtime.errors import LivelambdaError
 
 log = logging.getLogger("livelambda.runner")
@@ -163,6 +163,7 @@ class FunctionRunner:
         init_timeout_s: float = DEFAULT_INIT_TIMEOUT_S,
         log_limit: int = DEFAULT_LOG_LIMIT,
         on_reload: ReloadCallback | None = None,
+        on_answer: AnswerCallback | None = None,
     ) -> None:
         if max_workers < 1:
             raise ValueError("a function needs at least one worker")
@@ -177,6 +178,7 @@ class FunctionRunner:
         self.init_timeout_s = init_timeout_s
         self.log_limit = log_limit
         self.on_reload = on_reload
+        self.on_answer = on_answer
         self.generation = 0
         self.last_reload_at: float | None = None
         self.last_reload_reason: str | None = None
@@ -327,8 +329,7 @@ class FunctionRunner:
                 slot.reserved = False
                 self._settle(slot)
         self._learn(slot, outcome)
-        values = {f.name: getattr(outcome, f.name) for f in dataclasses.fields(InvocationOutcome)}
-        return RunOutcome(**values, generation=slot.generation, launcher=slot.kind)
+        return RunOutcome(**vars(outcome), generation=slot.generation, launcher=slot.kind)
 
     def _take(self, generation: int) -> _Slot | None:
         """The current generation's most recently used idle worker, else one still starting."""
@@ -350,6 +351,7 @@ class FunctionRunner:
             log_limit=self.log_limit,
             worker_id=f"{self.name}-g{generation}-{next(_ids)}",
             measure_memory=False,  # nothing on the dev server reports it
+            on_answer=self.on_answer,
         )
         slot = _Slot(worker, generation, self._launcher)
         slot.started = asyncio.ensure_future(self._start_slot(slot))

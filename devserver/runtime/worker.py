@@ -19,12 +19,13 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import logging
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from devserver.config import FunctionConfig
 from devserver.runtime.environment import lambda_environment
@@ -72,7 +73,11 @@ class WorkerBusy(LivelambdaError):
     error_type = "Livelambda.WorkerBusy"
 
 
+log = logging.getLogger("livelambda.worker")
 _Outcome = tuple[Status, bytes, str | None]  # (status, payload, error type)
+# (request id, status, payload), called as the runtime's answer arrives, before the outcome's
+# bookkeeping: the live bridge publishes the result from there, one loop step sooner.
+AnswerCallback = Callable[[str, str, bytes], Any]
 
 
 @dataclass
@@ -98,8 +103,10 @@ class Worker:
         log_limit: int = DEFAULT_LOG_LIMIT,
         worker_id: str | None = None,
         measure_memory: bool = True,
+        on_answer: AnswerCallback | None = None,
     ) -> None:
         self.function = function
+        self.on_answer = on_answer
         self.measure_memory = measure_memory  # "Max Memory Used" costs a /proc read per invocation
         self.id = worker_id or f"{function.name}-{next(_ids)}"
         self.handler = handler or function.handler
@@ -440,22 +447,23 @@ class Worker:
                 f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload size "
                 f"({MAX_RESPONSE_BYTES} bytes)."
             )
-            inflight.done.set_result(
+            self._answered(
+                inflight,
                 (
                     "handler_error",
                     error_payload("Function.ResponseSizeTooLarge", message),
                     "Function.ResponseSizeTooLarge",
-                )
+                ),
             )
         else:
-            inflight.done.set_result(("ok", body, None))
+            self._answered(inflight, ("ok", body, None))
         return True
 
     def invocation_error(self, request_id: str, body: bytes, error_type: str | None) -> bool:
         inflight = self._current(request_id)
         if inflight is None:
             return False
-        inflight.done.set_result(("handler_error", body, _error_type(body) or error_type or "Unhandled"))
+        self._answered(inflight, ("handler_error", body, _error_type(body) or error_type or "Unhandled"))
         return True
 
     def init_error(self, body: bytes, error_type: str | None) -> None:
@@ -463,7 +471,15 @@ class Worker:
         self._init_error = (body, error_type)
         inflight = self._inflight
         if inflight is not None and not inflight.done.done():
-            inflight.done.set_result(("init_error", body, error_type))
+            self._answered(inflight, ("init_error", body, error_type))
+
+    def _answered(self, inflight: _Inflight, outcome: _Outcome) -> None:
+        inflight.done.set_result(outcome)
+        if self.on_answer is not None:
+            try:
+                self.on_answer(inflight.request.request_id, outcome[0], outcome[1])
+            except Exception:  # the answer still reaches the caller the usual way
+                log.exception("the answer callback of worker %s failed", self.id)
 
     def _current(self, request_id: str) -> _Inflight | None:
         inflight = self._inflight

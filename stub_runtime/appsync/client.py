@@ -57,6 +57,7 @@ T = TypeVar("T")
 
 
 _END = object()
+_Sent = list[tuple[list[int], str, "asyncio.Future[f.ServerFrame]"]]  # publishes written, answers awaited
 
 
 class Subscription:
@@ -421,27 +422,43 @@ class AppSyncEventsClient:
             raise ClientClosed(f"the AppSync client is {self._state}: connect() first or make a new client")
         return self._ws
 
-    async def _request(self, frame_id: str, text: str, what: str) -> f.ServerFrame:
+    def _send_request(self, frame_id: str, text: str, what: str) -> asyncio.Future[f.ServerFrame]:
+        """Write a frame that AppSync answers by its id; the future gets the answer."""
         ws = self._require_open()
         fut: asyncio.Future[f.ServerFrame] = asyncio.get_running_loop().create_future()
         self._pending[frame_id] = fut
         try:
+            ws.send_text(text)
+        except ConnectionLost as exc:
+            self._pending.pop(frame_id, None)
+            lost = ConnectionLost(f"the connection broke while sending {what}: {exc}")
+            self._lose(lost)
+            raise (self._end_exc or lost) from None
+        return fut
+
+    async def _answer(
+        self, frame_id: str, fut: asyncio.Future[f.ServerFrame], what: str, deadline: float
+    ) -> f.ServerFrame:
+        try:
             try:
-                ws.send_text(text)
-            except ConnectionLost as exc:
-                lost = ConnectionLost(f"the connection broke while sending {what}: {exc}")
-                self._lose(lost)
-                raise (self._end_exc or lost) from None
-            try:
-                return await asyncio.wait_for(fut, self.ack_timeout_s)
+                return await asyncio.wait_for(fut, max(0.0, deadline - asyncio.get_running_loop().time()))
             except asyncio.TimeoutError:
                 raise OperationTimeout(
                     f"AppSync did not answer {what} within {self.ack_timeout_s:g}s"
                 ) from None
         finally:
-            self._pending.pop(frame_id, None)
-            if not fut.done():
-                fut.cancel()
+            self._forget(frame_id, fut)
+
+    def _forget(self, frame_id: str, fut: asyncio.Future[f.ServerFrame]) -> None:
+        self._pending.pop(frame_id, None)
+        if not fut.done():
+            fut.cancel()
+        elif not fut.cancelled():
+            fut.exception()  # retrieved: a loss fails every pending answer at once
+
+    async def _request(self, frame_id: str, text: str, what: str) -> f.ServerFrame:
+        fut = self._send_request(frame_id, text, what)
+        return await self._answer(frame_id, fut, what, asyncio.get_running_loop().time() + self.ack_timeout_s)
 
     async def subscribe(self, channel: str) -> Subscription:
         """Subscribe and wait for subscribe_success; a subscribe_error raises AppSyncServiceError."""
@@ -483,17 +500,39 @@ class AppSyncEventsClient:
         return await self.publish_ws(channel, events)
 
     async def publish_ws(self, channel: str, events: Sequence[str]) -> PublishResult:
+        return await self._collect(channel, *self._send_publishes(channel, events))
+
+    def publish_nowait(self, channel: str, events: Sequence[str]) -> asyncio.Future[PublishResult]:
+        """`publish`, with every frame written before this returns; the future gets the result. For a
+        caller inside a protocol callback (the dev server publishes a result from the Runtime API's)."""
+        if self.auth.publish_over_http:
+            return asyncio.ensure_future(self.publish_http(channel, events))
+        return asyncio.ensure_future(self._collect(channel, *self._send_publishes(channel, events)))
+
+    def _send_publishes(self, channel: str, events: Sequence[str]) -> tuple[PublishResult, _Sent]:
         batches, result = plan_publish(channel, events, self.max_event_bytes)
         self._require_open()
+        what = f"a publish to {channel}"
+        sent: _Sent = []
+        try:
+            for batch in batches:
+                frame = publish_frame(self.auth, channel, [events[i] for i in batch])
+                sent.append((batch, frame.id, self._send_request(frame.id, frame.encode(), what)))
+        except BaseException:
+            for _, frame_id, fut in sent:
+                self._forget(frame_id, fut)
+            raise
+        return result, sent
 
-        async def one(batch: list[int]) -> tuple[list[int], f.ServerFrame]:
-            frame = publish_frame(self.auth, channel, [events[i] for i in batch])
-            return batch, await self._request(frame.id, frame.encode(), f"a publish to {channel}")
-
-        # One batch (every message under ~1 MB) is awaited in place: gather would make it a Task.
-        replies = [await one(batches[0])] if len(batches) == 1 else await _gather(one(b) for b in batches)
-        for batch, reply in replies:
-            merge_reply(result, batch, reply, f"a publish to {channel}")
+    async def _collect(self, channel: str, result: PublishResult, sent: _Sent) -> PublishResult:
+        what = f"a publish to {channel}"
+        deadline = asyncio.get_running_loop().time() + self.ack_timeout_s
+        try:
+            for batch, frame_id, fut in sent:
+                merge_reply(result, batch, await self._answer(frame_id, fut, what, deadline), what)
+        finally:
+            for _, frame_id, fut in sent:  # after a failure, the rest is not waited for
+                self._forget(frame_id, fut)
         return sorted_result(result)
 
     async def publish_http(self, channel: str, events: Sequence[str]) -> PublishResult:
