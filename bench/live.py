@@ -469,8 +469,8 @@ HOPS = (  # (from, to, what happens between); milestones: the dev server's timin
     ("call", "sent", "boto3 -> Invoke API -> sandbox thawed -> Runtime API -> stub publishes"),
     ("sent", "received", "AppSync: stub -> emulator -> dev server (sent: the stub's whole ms)"),
     ("received", "started", "dev server: verify, record, to the runner"),
-    ("started", "finished", "runner: Runtime API -> worker runs the handler -> back"),
-    ("finished", "published", "dev server: record, result encoded and handed to AppSync"),
+    ("started", "finished", "runner: Runtime API -> worker runs the handler -> its answer"),
+    ("finished", "published", "dev server: result encoded and handed to AppSync, in that callback"),
     ("published", "answer", "AppSync -> stub -> Runtime API -> Invoke API -> boto3"),
 )
 

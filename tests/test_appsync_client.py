@@ -24,6 +24,7 @@ from stub_runtime.appsync.client import (
     HttpPublishFailed,
     InvalidChannel,
     InvalidEvents,
+    OperationTimeout,
 )
 from stub_runtime.appsync.frames import MAX_EVENT_BYTES
 from stub_runtime.appsync.reconnecting import (
@@ -522,3 +523,32 @@ async def test_wss_verifies_the_certificate_and_then_works(tmp_path: Path) -> No
         finally:
             await client.close()
         assert client.closed and client.close_reason is None
+
+
+async def test_an_unanswered_publish_times_out_and_the_connection_stays_usable() -> None:
+    """A publish AppSync never answers fails with OperationTimeout after ack_timeout_s; the frames
+    that do come keep being handled on the same connection."""
+    from websockets.asyncio.server import ServerConnection
+
+    async def silent_on_publish(ws: ServerConnection) -> None:
+        assert json.loads(await ws.recv()) == {"type": "connection_init"}
+        await ws.send('{"type":"connection_ack","connectionTimeoutMs":300000}')
+        async for text in ws:
+            frame = json.loads(text)
+            if frame["type"] == "subscribe":
+                await ws.send(json.dumps({"type": "subscribe_success", "id": frame["id"]}))
+
+    with scripted_peer(silent_on_publish) as port:
+        client = AppSyncEventsClient(
+            f"http://127.0.0.1:{port}/event", f"ws://127.0.0.1:{port}/event/realtime", ApiKeyAuth("k", "h"),
+            ack_timeout_s=0.3,
+        )
+        await client.connect()
+        try:
+            with pytest.raises(OperationTimeout, match="did not answer a publish to /livelambda/quiet"):
+                await client.publish("/livelambda/quiet", ['"hello"'])
+            assert client.is_open and not client._pending  # nothing left waiting
+            sub = await client.subscribe("/livelambda/after")
+            assert sub.active
+        finally:
+            await client.close()
