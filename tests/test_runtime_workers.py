@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -282,7 +283,11 @@ class _FakeSandbox:
     def __init__(self) -> None:
         self.responses: list[tuple[str, bytes]] = []
 
-    async def next_invocation(self) -> InvocationRequest:
+    def next_invocation(self, deliver: Callable[[InvocationRequest], None]) -> Callable[[], None]:
+        deliver(self.event())
+        return lambda: None
+
+    def event(self) -> InvocationRequest:
         return InvocationRequest(
             payload=b'{"a": 1}',
             request_id="r-1",
@@ -389,7 +394,7 @@ async def test_runtime_api_answers_pipelined_requests_in_order_and_drops_garbage
 
 async def test_runtime_api_header_values_cannot_split_a_header() -> None:
     class Sneaky(_FakeSandbox):
-        async def next_invocation(self) -> InvocationRequest:
+        def event(self) -> InvocationRequest:
             return InvocationRequest(payload=b"{}", request_id="r-2", client_context='{"a": 1}\r\nx-evil: 1')
 
     server = RuntimeApiServer(Sneaky())

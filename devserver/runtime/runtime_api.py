@@ -18,7 +18,7 @@ import contextlib
 import functools
 import json
 import socket
-from collections.abc import Awaitable
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Protocol
 
@@ -37,9 +37,10 @@ _ACCEPTED: _Reply = (202, [(b"content-type", b"application/json")], b'{"status":
 class RuntimeApiHandler(Protocol):
     """What the server asks of the sandbox behind it."""
 
-    def next_invocation(self) -> Awaitable[InvocationRequest]:
-        """Long poll: the next event, its `deadline_ms` and `invoked_function_arn` filled in. A Future
-        is answered from its done callback, without a Task; the server cancels it if the runtime goes."""
+    def next_invocation(self, deliver: Callable[[InvocationRequest], None]) -> Callable[[], None]:
+        """Long poll: call `deliver` with the next event, its `deadline_ms` and `invoked_function_arn`
+        filled in, now or later (it writes the answer at once). Returns what withdraws the poll: the
+        server calls it if the runtime goes away first."""
         ...
 
     def invocation_response(self, request_id: str, body: bytes) -> bool:
@@ -83,9 +84,9 @@ class RuntimeApiServer:
                 await self._server.wait_closed()
             self._server = None
 
-    def poll(self) -> asyncio.Future[InvocationRequest]:
-        """`GET /invocation/next`: the handler's long poll, as a future."""
-        return asyncio.ensure_future(self._handler.next_invocation())
+    def poll(self, deliver: Callable[[InvocationRequest], None]) -> Callable[[], None]:
+        """`GET /invocation/next`: the handler's long poll."""
+        return self._handler.next_invocation(deliver)
 
     def dispatch(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes) -> _Reply:
         """Every call but `GET /invocation/next` (see `poll`), answered at once."""
@@ -111,7 +112,7 @@ class RuntimeApiServer:
 class _Connection(asyncio.Protocol):
     """One runtime's connection. Requests are answered in order, one at a time (a runtime sends the
     next only after the answer; anything pipelined waits its turn). No Task per request: a call is
-    answered from the parser's callback, a long poll from its future's done callback."""
+    answered from the parser's callback, a long poll when the sandbox delivers the event."""
 
     def __init__(self, server: RuntimeApiServer) -> None:
         self._server = server
@@ -122,7 +123,7 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._queue: list[tuple[str, str, dict[bytes, bytes], bytes, bool]] = []
         self._busy = False  # a request is being answered: the next ones wait
-        self._poll: asyncio.Future[InvocationRequest] | None = None
+        self._withdraw: Callable[[], None] | None = None  # the pending long poll's
 
     # -- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -141,8 +142,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
         self._transport = None
-        if self._poll is not None:
-            self._poll.cancel()  # a poll whose answer nobody can receive any more
+        if self._withdraw is not None:
+            self._withdraw()  # a poll whose answer nobody can receive any more
+            self._withdraw = None
 
     def abort(self) -> None:
         if self._transport is not None:
@@ -178,8 +180,7 @@ class _Connection(asyncio.Protocol):
             method, path, headers, body, keep_alive = self._queue.pop(0)
             if method == "GET" and path == NEXT_PATH:
                 self._busy = True
-                self._poll = self._server.poll()
-                self._poll.add_done_callback(functools.partial(self._polled, keep_alive=keep_alive))
+                self._withdraw = self._server.poll(functools.partial(self._deliver, keep_alive))
                 return
             reply = self._server.dispatch(method, path, headers, body)
             if method == "POST":
@@ -191,19 +192,9 @@ class _Connection(asyncio.Protocol):
                 return
             self._write(*reply, keep_alive)
 
-    def _polled(self, poll: asyncio.Future[InvocationRequest], keep_alive: bool) -> None:
-        if self._poll is poll:
-            self._poll = None
-        if poll.cancelled():
-            return  # the runtime went away
-        exc = poll.exception()
-        if exc is not None:
-            reply = _json(500, {"errorMessage": f"the sandbox failed to deliver: {exc!r}",
-                                "errorType": "ServiceException"})  # fmt: skip
-        else:
-            invocation = poll.result()
-            reply = (200, _next_headers(invocation), invocation.payload)
-        self._answer(reply, keep_alive)
+    def _deliver(self, keep_alive: bool, invocation: InvocationRequest) -> None:
+        self._withdraw = None
+        self._answer((200, _next_headers(invocation), invocation.payload), keep_alive)
 
     def _answer(self, reply: _Reply, keep_alive: bool) -> None:
         self._busy = False

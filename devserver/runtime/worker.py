@@ -78,6 +78,7 @@ _Outcome = tuple[Status, bytes, str | None]  # (status, payload, error type)
 # (request id, status, payload), called as the runtime's answer arrives, before the outcome's
 # bookkeeping: the live bridge publishes the result from there, one loop step sooner.
 AnswerCallback = Callable[[str, str, bytes], Any]
+Deliver = Callable[[InvocationRequest], None]  # answers a pending GET /invocation/next
 
 
 @dataclass
@@ -127,7 +128,7 @@ class Worker:
         self._reader: PipeReader | None = None
         self._exit_task: asyncio.Task[None] | None = None
         self._exited = asyncio.Event()
-        self._poll: asyncio.Future[InvocationRequest] | None = None  # the runtime's pending GET /next
+        self._poll: Deliver | None = None  # answers the runtime's pending GET /next
         self._polled = asyncio.Event()
         self._inflight: _Inflight | None = None
         self._init_error: tuple[bytes, str | None] | None = None
@@ -261,8 +262,7 @@ class Worker:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._exited.wait(), _KILL_WAIT_S)
         self._frozen = False
-        if self._poll is not None and not self._poll.done():
-            self._poll.cancel()
+        self._poll = None
         await self._server.close()
         if self._exit_task is not None and not self._exit_task.done():
             self._exit_task.cancel()
@@ -337,18 +337,14 @@ class Worker:
             invoked_function_arn=request.invoked_function_arn or self.arn,
         )
         inflight.delivered_at = time.monotonic()
-        poll, self._poll = self._poll, None
+        deliver, self._poll = self._poll, None
         self._polled.clear()
-        assert poll is not None
-        if not poll.done():
-            poll.set_result(delivered)
+        assert deliver is not None
+        deliver(delivered)  # written to the runtime now
         # 3. Wait for the answer, the end of the process, or the deadline. A timer that settles the
         # future, not wait_for(shield()): the answer then reaches the caller one loop step after it
         # arrives instead of three (and before the runtime's next poll is read).
-        expired = timeout_payload(request.request_id, timeout_s)
-        timer = asyncio.get_running_loop().call_later(
-            timeout_s, _settle, inflight.done, ("timeout", expired, "Sandbox.Timedout")
-        )
+        timer = asyncio.get_running_loop().call_later(timeout_s, _time_out, inflight, timeout_s)
         try:
             outcome = await inflight.done
         finally:
@@ -401,8 +397,6 @@ class Worker:
         if self._reader is not None:
             self._reader.drain()
         self._exited.set()
-        if self._poll is not None and not self._poll.done():
-            self._poll.cancel()
         self._poll = None
         inflight = self._inflight
         if inflight is not None and not inflight.done.done():
@@ -418,25 +412,22 @@ class Worker:
 
     # -- the Runtime API, called by the server -------------------------------------------------
 
-    def next_invocation(self) -> asyncio.Future[InvocationRequest]:
-        """The runtime's long poll: a future that `invoke` answers (the server cancels it if the
-        runtime goes away)."""
+    def next_invocation(self, deliver: Deliver) -> Callable[[], None]:
+        """The runtime's long poll: `invoke` calls `deliver` with the event (the server writes it out
+        there and then). Returns what withdraws the poll (the runtime went away)."""
         if self._ready_at is None:
             self._ready_at = time.monotonic()
-        if self._poll is not None and not self._poll.done():
-            self._poll.cancel()  # a second poll replaces the first (the runtime reconnected)
-        poll: asyncio.Future[InvocationRequest] = asyncio.get_running_loop().create_future()
-        self._poll = poll
+        self._poll = deliver  # a second poll replaces the first (the runtime reconnected)
         self._polled.set()
-        poll.add_done_callback(self._poll_ended)
         if self.freeze_when_idle and self._inflight is None:
             self.freeze()
-        return poll
 
-    def _poll_ended(self, poll: asyncio.Future[InvocationRequest]) -> None:
-        if self._poll is poll:
-            self._poll = None
-            self._polled.clear()
+        def withdraw() -> None:
+            if self._poll is deliver:
+                self._poll = None
+                self._polled.clear()
+
+        return withdraw
 
     def invocation_response(self, request_id: str, body: bytes) -> bool:
         inflight = self._current(request_id)
@@ -493,9 +484,10 @@ class Worker:
         return f"<Worker {self.id} pid={self.pid} {self.state}>"
 
 
-def _settle(future: asyncio.Future[_Outcome], value: _Outcome) -> None:
-    if not future.done():
-        future.set_result(value)
+def _time_out(inflight: _Inflight, timeout_s: float) -> None:
+    if not inflight.done.done():
+        expired = timeout_payload(inflight.request.request_id, timeout_s)
+        inflight.done.set_result(("timeout", expired, "Sandbox.Timedout"))
 
 
 def _error_type(body: bytes) -> str | None:
