@@ -9,6 +9,7 @@ import functools
 import hashlib
 import json
 import signal
+import struct
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -373,6 +374,25 @@ async def test_oversized_event_is_failed_and_never_delivered(shared_cloud: Cloud
         assert failed["code"] and "240" in failed["message"]
         assert [f["event"] for f in await data_frames(ws, 2)] == ['"small"', at_limit]
         await assert_no_stray_frames(ws, shared_cloud)
+
+
+async def test_a_frame_over_the_size_limit_closes_its_connection(shared_cloud: CloudProcess) -> None:
+    """A WebSocket message larger than the emulator takes (16 MB) ends its own connection with 1009
+    (message too big); other connections carry on."""
+    from devserver.cloud.realtime import MAX_FRAME_BYTES
+
+    channel = channel_name()
+    async with realtime(shared_cloud) as bystander, realtime(shared_cloud) as ws:
+        sub_id = await subscribe(bystander, shared_cloud, channel)
+        # Only the frame's header, announcing one byte more than the limit (masked, as clients send):
+        # the emulator judges the length before it reads the payload.
+        ws.transport.write(struct.pack("!BBQ", 0x81, 0x80 | 127, MAX_FRAME_BYTES + 1) + b"mask")
+        with pytest.raises(ConnectionClosed):
+            await recv(ws)
+        assert ws.close_code == 1009
+        reply = await publish(bystander, shared_cloud, channel, ['"still here"'])
+        assert reply["type"] == "publish_success"
+        assert await recv(bystander) == {"type": "data", "id": sub_id, "event": '"still here"'}
 
 
 async def test_publish_with_iam_over_websocket(shared_cloud: CloudProcess) -> None:

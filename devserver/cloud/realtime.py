@@ -299,8 +299,17 @@ class RealtimeConnection(asyncio.Protocol):
         for data in self.ws.data_to_send():
             if data:
                 transport.write(data)
-            else:  # the protocol is done with the connection (close handshake over, or denied)
-                transport.close()
+            elif not transport.is_closing():
+                # Done sending (close handshake over, a denied upgrade, or a failure such as a message
+                # over MAX_FRAME_BYTES): half-close, and keep reading (and discarding) until the client
+                # closes too; closing outright with its data unread would reset the connection and
+                # lose the close frame. A client that never closes is dropped after CLOSE_TIMEOUT_S.
+                if transport.can_write_eof():
+                    transport.write_eof()
+                else:
+                    transport.close()
+                if "close" not in self._timers:
+                    self._later("close", CLOSE_TIMEOUT_S, transport.abort)
 
     def _later(self, name: str, delay_s: float, callback: Callable[[], Any]) -> None:
         def run() -> None:
