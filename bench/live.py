@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import pct
+from devserver.processes import stop_process
 
 # 1. latency
 SAMPLES = 500  # measured invocations per path
@@ -174,22 +175,11 @@ def _wait_ready(proc: subprocess.Popen[bytes], ready: Path, log: Path, what: str
     deadline = time.monotonic() + START_TIMEOUT_S
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            _stop(proc, signal.SIGTERM)
+            stop_process(proc, signal.SIGTERM, 20.0)
             tail = log.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{what} did not start:\n{tail}")
         time.sleep(0.02)
     return json.loads(ready.read_text())
-
-
-def _stop(proc: subprocess.Popen[bytes], sig: int, timeout: float = 20.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def write_app(root: Path, name: str) -> Path:
@@ -735,7 +725,7 @@ def system(workdir: Path) -> Iterator[tuple[Started, Started, Relay]]:
         yield dev, plain, relay
     finally:
         for proc, sig in started:
-            _stop(proc, sig)
+            stop_process(proc, sig, 20.0)
 
 
 def new_loop() -> tuple[asyncio.AbstractEventLoop, str]:

@@ -24,7 +24,6 @@ import random
 import re
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import pct
+from devserver.processes import stop_process
 
 IMPORT_ROUNDS = 25
 IMPORTTIME_RUNS = 3
@@ -206,14 +206,8 @@ class Cloud:
         self.info = json.loads(ready.read_text())
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc)
 
     def client(self) -> Any:
         import boto3

@@ -51,9 +51,9 @@ import httpx
 import pytest
 
 from devserver.cloud.options import IamCredentials
+from devserver.processes import stop_process
 from tests.lambda_fixtures import *  # noqa: F403  (the Lambda side: see tests/lambda_fixtures.py)
 from tests.live_fixtures import *  # noqa: F403  (live mode: see tests/live_fixtures.py)
-from tests.processes import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 LIVELAMBDA = REPO / ".venv" / "bin" / "livelambda"

@@ -29,8 +29,8 @@ from typing import Any
 
 import httpx
 
+from devserver.processes import stop_process
 from tests.lambda_fixtures import lambda_client
-from tests.processes import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0  # generous: two shared cores, maybe busy with other test processes

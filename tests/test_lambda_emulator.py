@@ -15,8 +15,8 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
+from devserver.processes import stop_process
 from tests.lambda_fixtures import lambda_client, process_state, wait_until
-from tests.processes import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,6 @@ for the app (what `make dev` does), and stop both on Ctrl+C."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import uvicorn
 
 from devserver.config import AppConfig, load_config
+from devserver.processes import stop_process
 from devserver.serving import ReadyServer, run_until_stopped, write_json_atomically
 from devserver.session import cloud_file, load_or_create, state_dir
 from devserver.terminal import Terminal
@@ -67,7 +67,7 @@ def start_cloud(
                 f"(is port {port} in use? pass --cloud-port). Its last lines:\n  " + "\n  ".join(tail)
             )
         time.sleep(0.05)
-    stop_process(proc)
+    stop_process(proc, group=True)
     raise CloudFailed(f"livelambda cloud did not start within {CLOUD_START_TIMEOUT_S:.0f} s")
 
 
@@ -79,17 +79,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def run(cmd: DevCommand) -> int:
@@ -132,7 +121,7 @@ def run(cmd: DevCommand) -> int:
         return 1
     finally:
         if cloud_proc is not None:
-            stop_process(cloud_proc)
+            stop_process(cloud_proc, group=True)
         terminal.info("[dim]livelambda dev: stopped[/dim]")
 
 
