@@ -8,7 +8,7 @@ import contextlib
 import json
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +17,35 @@ from websockets.asyncio.server import ServerConnection
 WAIT_S = 15.0
 
 
-async def tls_echo_peer(ws: ServerConnection) -> None:
-    """An AppSync peer that acks, accepts subscriptions, and sends each published event back."""
-    assert json.loads(await ws.recv()) == {"type": "connection_init"}
-    await ws.send('{"type":"connection_ack","connectionTimeoutMs":300000}')
-    async for text in ws:
-        frame = json.loads(text)
-        if frame["type"] == "subscribe":
-            await ws.send(json.dumps({"type": "subscribe_success", "id": frame["id"]}))
-            sub_id = frame["id"]
-            continue
-        ok = [{"identifier": "s", "index": 0}]
-        await ws.send(
-            json.dumps({"type": "publish_success", "id": frame["id"], "successful": ok, "failed": []})
-        )
-        await ws.send(json.dumps({"type": "data", "id": sub_id, "event": frame["events"][0]}))
+Publish = Callable[[ServerConnection, dict[str, Any], "str | None"], Awaitable[None]]
+
+
+def appsync_peer(on_publish: Publish | None = None) -> Callable[[ServerConnection], Awaitable[None]]:
+    """A well-behaved AppSync peer: it acks the connection and every subscription, and hands each
+    publish to `on_publish(ws, frame, last subscription id)`; without one, publishes go unanswered."""
+
+    async def handler(ws: ServerConnection) -> None:
+        assert json.loads(await ws.recv()) == {"type": "connection_init"}
+        await ws.send('{"type":"connection_ack","connectionTimeoutMs":300000}')
+        sub_id = None
+        async for text in ws:
+            frame = json.loads(text)
+            if frame["type"] == "subscribe":
+                sub_id = frame["id"]
+                await ws.send(json.dumps({"type": "subscribe_success", "id": sub_id}))
+            elif on_publish is not None:
+                await on_publish(ws, frame, sub_id)
+
+    return handler
+
+
+async def _echo(ws: ServerConnection, frame: dict[str, Any], sub_id: str | None) -> None:
+    ok = [{"identifier": "s", "index": 0}]
+    await ws.send(json.dumps({"type": "publish_success", "id": frame["id"], "successful": ok, "failed": []}))
+    await ws.send(json.dumps({"type": "data", "id": sub_id, "event": frame["events"][0]}))
+
+
+echo_peer = appsync_peer(_echo)  # acks each publish, then sends its first event back
 
 
 @contextlib.contextmanager

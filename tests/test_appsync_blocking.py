@@ -30,7 +30,7 @@ from stub_runtime.appsync.frames import MAX_EVENT_BYTES, AppSyncServiceError
 from stub_runtime.errors import LocalProtocolError
 from stub_runtime.reconnect import PolicyConfig, ReconnectPolicy
 from tests.conftest import CloudProcess
-from tests.peers import scripted_peer, self_signed_tls, tls_echo_peer
+from tests.peers import echo_peer, scripted_peer, self_signed_tls
 from tests.test_appsync_client import attempts_at, make_auth, process_state
 
 WAIT_S = 15.0  # upper bound for things that take milliseconds; never a timing assertion
@@ -181,7 +181,7 @@ def test_wss_verifies_the_certificate_and_then_works(tmp_path: Path) -> None:
     """AppSync is always `wss`: TLS on the same socket, the server's certificate checked (an unknown
     one is a handshake failure, not a hang), then frames as usual."""
     cert, server_tls = self_signed_tls(tmp_path)
-    with scripted_peer(tls_echo_peer, tls=server_tls) as port:
+    with scripted_peer(echo_peer, tls=server_tls) as port:
         url = f"wss://localhost:{port}/event/realtime"
         untrusted = BlockingConnection(f"https://localhost:{port}/event", url, ApiKeyAuth("k", "h"))
         with pytest.raises(ConnectFailed) as info:

@@ -34,7 +34,7 @@ from stub_runtime.appsync.reconnecting import (
 from stub_runtime.errors import LocalProtocolError
 from stub_runtime.reconnect import PolicyConfig, ReconnectPolicy
 from tests.conftest import CloudProcess
-from tests.peers import scripted_peer, self_signed_tls, tls_echo_peer
+from tests.peers import appsync_peer, echo_peer, scripted_peer, self_signed_tls
 
 WAIT_S = 15.0  # upper bound for things that take milliseconds; never a timing assertion
 
@@ -504,7 +504,7 @@ async def test_wss_verifies_the_certificate_and_then_works(tmp_path: Path) -> No
     """AppSync is always `wss`: the server's certificate is checked (an unknown one is a handshake
     failure, not a hang), then frames flow as usual, a 100 KB event included."""
     cert, server_tls = self_signed_tls(tmp_path)
-    with scripted_peer(tls_echo_peer, tls=server_tls) as port:
+    with scripted_peer(echo_peer, tls=server_tls) as port:
         http, url = f"https://localhost:{port}/event", f"wss://localhost:{port}/event/realtime"
         untrusted = AppSyncEventsClient(http, url, ApiKeyAuth("k", "h"))
         with pytest.raises(ConnectFailed) as info:
@@ -528,17 +528,7 @@ async def test_wss_verifies_the_certificate_and_then_works(tmp_path: Path) -> No
 async def test_an_unanswered_publish_times_out_and_the_connection_stays_usable() -> None:
     """A publish AppSync never answers fails with OperationTimeout after ack_timeout_s; the frames
     that do come keep being handled on the same connection."""
-    from websockets.asyncio.server import ServerConnection
-
-    async def silent_on_publish(ws: ServerConnection) -> None:
-        assert json.loads(await ws.recv()) == {"type": "connection_init"}
-        await ws.send('{"type":"connection_ack","connectionTimeoutMs":300000}')
-        async for text in ws:
-            frame = json.loads(text)
-            if frame["type"] == "subscribe":
-                await ws.send(json.dumps({"type": "subscribe_success", "id": frame["id"]}))
-
-    with scripted_peer(silent_on_publish) as port:
+    with scripted_peer(appsync_peer()) as port:  # never answers a publish
         client = AppSyncEventsClient(
             f"http://127.0.0.1:{port}/event", f"ws://127.0.0.1:{port}/event/realtime", ApiKeyAuth("k", "h"),
             ack_timeout_s=0.3,
