@@ -43,8 +43,9 @@ from websockets.http11 import Request as UpgradeRequest
 
 from devserver.cloud.faults import Faults, FaultSpecError
 from devserver.cloud.options import CloudOptions
-from devserver.cloud.realtime import RealtimeConnection, compact, json_string
+from devserver.cloud.realtime import RealtimeConnection
 from devserver.cloud.sigv4 import SignatureError, verify_sigv4
+from stub_runtime.appsync.frames import compact_json, json_string
 from stub_runtime.channels import InvalidChannel, channel_matches, validate_channel
 
 log = logging.getLogger("livelambda.cloud.appsync")
@@ -91,7 +92,7 @@ def _signed_bodies(value: Any) -> Callable[[], list[bytes]]:
     """
 
     def bodies() -> list[bytes]:
-        raw = compact(value).encode()
+        raw = compact_json(value).encode()
         ascii_ = json.dumps(value, separators=(",", ":")).encode()
         return [raw] if raw == ascii_ else [raw, ascii_]
 
@@ -442,10 +443,10 @@ def api_hosts(server: tuple[str, int]) -> frozenset[str]:
 
 
 def _publish_success(pub_id: str, successful: list[dict[str, Any]], failed: list[dict[str, Any]]) -> str:
-    """The `publish_success` frame, built by hand (what compact() gives; the identifiers are UUIDs):
+    """The `publish_success` frame, built by hand (what compact_json() gives; the identifiers are UUIDs):
     the live path relays two publishes an invocation."""
     done = ",".join(f'{{"identifier":"{e["identifier"]}","index":{e["index"]}}}' for e in successful)
-    failures = compact(failed) if failed else "[]"
+    failures = compact_json(failed) if failed else "[]"
     pub = json_string(pub_id)
     return f'{{"type":"publish_success","id":{pub},"successful":[{done}],"failed":{failures}}}'
 

@@ -13,7 +13,6 @@ mean (auth, publish, fan-out, faults) is the emulator's business: see appsync_em
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -27,6 +26,8 @@ from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
+
+from stub_runtime.appsync.frames import compact_json, json_string
 
 if TYPE_CHECKING:
     from devserver.cloud.appsync_emulator import AppSyncEmulator, AppSyncError
@@ -42,11 +43,6 @@ FIRST_FRAME_TIMEOUT_S = 10.0  # how long a refused connection may stay open wait
 _DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
-def compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-json_string = json.encoder.encode_basestring  # a str as compact() writes it
 
 
 def realtime_protocol(emulator: AppSyncEmulator) -> Callable[..., RealtimeConnection]:
@@ -144,7 +140,7 @@ class RealtimeConnection(asyncio.Protocol):
 
     def deny(self, error: AppSyncError) -> None:
         """Refuse the upgrade with an HTTP status and a JSON body, as a load balancer would."""
-        body = compact({"errors": error.errors()}).encode()
+        body = compact_json({"errors": error.errors()}).encode()
         phrase = HTTPStatus(error.status).phrase if error.status in HTTPStatus._value2member_map_ else ""
         headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                            ("Connection", "close")])  # fmt: skip
@@ -187,7 +183,7 @@ class RealtimeConnection(asyncio.Protocol):
     # ----- frames out ------------------------------------------------------------------------------
 
     def send(self, frame: dict[str, Any]) -> bool:
-        return self.send_text(compact(frame))
+        return self.send_text(compact_json(frame))
 
     def send_text(self, text: str) -> bool:
         """Write one text frame now; False if the connection can no longer take it."""
@@ -207,7 +203,7 @@ class RealtimeConnection(asyncio.Protocol):
 
     def enqueue_data(self, subscription_id: str, event: str, delay_s: float) -> None:
         """Deliver a `data` frame for one of this connection's subscriptions, after `delay_s`."""
-        # Built by hand (what compact() gives): the live path relays two of these an invocation.
+        # Built by hand (what compact_json() gives): the live path relays two of these an invocation.
         text = f'{{"type":"data","id":{json_string(subscription_id)},"event":{json_string(event)}}}'
         item = (time.monotonic() + delay_s, subscription_id, text)
         if self._held is not None:

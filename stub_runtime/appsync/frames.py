@@ -23,7 +23,7 @@ DEFAULT_CONNECTION_TIMEOUT_MS = 300_000
 
 
 # --------------------------------------------------------------------------------------------- helpers
-_json_string = json.encoder.encode_basestring  # a str as compact_json() writes it
+json_string = json.encoder.encode_basestring  # a str as compact_json() writes it
 
 
 def compact_json(value: Any) -> str:
@@ -206,8 +206,8 @@ class Publish(_Frame):
 
     def encode(self) -> str:
         # compact_json(self.to_json()), written by hand: the live path publishes twice an invocation.
-        events = ",".join(map(_json_string, self.events))
-        return (f'{{"type":"publish","id":{_json_string(self.id)},"channel":{_json_string(self.channel)},'
+        events = ",".join(map(json_string, self.events))
+        return (f'{{"type":"publish","id":{json_string(self.id)},"channel":{json_string(self.channel)},'
                 f'"events":[{events}],"authorization":{compact_json(dict(self.authorization))}}}')
 
 
