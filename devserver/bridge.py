@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from stub_runtime import live_protocol as lp
 from stub_runtime.appsync.auth import ApiKeyAuth, IamAuth
-from stub_runtime.appsync.client import AppSyncEventsClient
+from stub_runtime.appsync.client import AppSyncEventsClient, PublishResult
 from stub_runtime.appsync.reconnecting import ConnectionState, ReconnectingClient
 from stub_runtime.envelope import EnvelopeRejected, Message, Reassembler, encode
 from stub_runtime.errors import LivelambdaError
@@ -206,34 +206,17 @@ class Bridge:
         if entry is None or entry.result is not None or client is None or not client.is_open:
             return False
         result = result_body(status, payload)
-        message = Message(lp.RESULT, self.session, rid, entry.sandbox_id, result)
-        events = encode(message, self.secret, int(time.time() * 1000))
         published_ms = time.time() * 1000
         try:
-            sent = client.publish_nowait(lp.response_channel(self.session, entry.sandbox_id), events)
+            self._publish(client, entry.sandbox_id, rid, lp.RESULT, result)
         except LivelambdaError as exc:
             log.warning("could not send the result for %s at once (%s); sending it again", rid, exc)
             return False
         entry.result = result
         entry.stop_keepalive()
-        sent.add_done_callback(lambda done: self._check_published(done, rid))
         if self._on_published is not None:
             self._on_published(rid, published_ms)
         return True
-
-    @staticmethod
-    def _check_published(done: asyncio.Future[Any], rid: str) -> None:
-        # As `_reply`: the stub re-asks after its own reconnect, and gets the stored result then.
-        exc = None if done.cancelled() else done.exception()
-        if isinstance(exc, LivelambdaError):
-            log.warning("could not send %s for %s: %s", lp.RESULT, rid, exc)
-        elif exc is None and not done.cancelled():
-            try:
-                done.result().raise_for_failed()
-            except LivelambdaError as failed:
-                log.warning("could not send %s for %s: %s", lp.RESULT, rid, failed)
-        elif exc is not None:
-            log.error("sending the result for %s failed", rid, exc_info=exc)
 
     def _start_keepalive(self, entry: _Entry, rid: str) -> None:
         entry.keepalive = asyncio.ensure_future(self._keepalive(entry, rid))
@@ -248,15 +231,25 @@ class Bridge:
 
     # ------------------------------------------------------------------ sending
     async def _reply(self, sandbox: str, rid: str, kind: str, body: Any) -> None:
-        message = Message(kind, self.session, rid, sandbox, body)
-        events = encode(message, self.secret, int(time.time() * 1000))
         try:
             client = await self.connection.ensure_connected(time.monotonic() + 30)
-            result = await client.publish(lp.response_channel(self.session, sandbox), events)
-            result.raise_for_failed()
+            sent = self._publish(client, sandbox, rid, kind, body)
         except LivelambdaError as exc:
-            # The stub re-asks after its own reconnect, and gets the stored result then.
-            log.warning("could not send %s for %s: %s", kind, rid, exc)
+            log.warning("could not send %s for %s: %s", kind, rid, exc)  # see _publish
+            return
+        await asyncio.wait([sent])  # a failure is logged by _publish
+
+    def _publish(
+        self, client: AppSyncEventsClient, sandbox: str, rid: str, kind: str, body: Any
+    ) -> asyncio.Future[PublishResult]:
+        """Encode one message and write it now (LivelambdaError if it cannot be); the future ends with
+        AppSync's answer. A failure is logged and left there: the stub re-asks after its own
+        reconnect, and gets the stored result then."""
+        message = Message(kind, self.session, rid, sandbox, body)
+        events = encode(message, self.secret, int(time.time() * 1000))
+        sent = client.publish_nowait(lp.response_channel(self.session, sandbox), events)
+        sent.add_done_callback(lambda done: _log_failure(done, kind, rid))
+        return sent
 
     # ------------------------------------------------------------------ for the dashboard
     def status(self) -> dict[str, Any]:
@@ -291,6 +284,20 @@ class Bridge:
         if client is None or client.last_frame_at is None:
             return self.last_frame_at
         return time.time() - (time.monotonic() - client.last_frame_at)
+
+
+def _log_failure(sent: asyncio.Future[PublishResult], kind: str, rid: str) -> None:
+    if sent.cancelled():
+        return
+    exc = sent.exception()
+    try:
+        if exc is not None:
+            raise exc
+        sent.result().raise_for_failed()
+    except LivelambdaError as failed:
+        log.warning("could not send %s for %s: %s", kind, rid, failed)
+    except Exception:
+        log.exception("sending %s for %s failed", kind, rid)
 
 
 def livelambda_error(error_type: str, message: str) -> dict[str, Any]:
