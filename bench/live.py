@@ -235,10 +235,18 @@ def start_python(workdir: Path, name: str, code: str, *args: str) -> subprocess.
 # A bare websockets relay: A connections at /a/<key>, one B at /b. What an A sends goes to B as
 # "<key>|<message>"; what B sends goes to the A named by its key. B echoes. Default asyncio loop,
 # no compression (the stub's client has none either), no pings.
+# asyncio reads into a fresh 256 KiB buffer each time. glibc serves a block that large with mmap (and
+# the shrink to the message's size with mremap) until one of that size has been freed once, which
+# some processes do while starting and others never: a relay left in that state pays three system
+# calls a message, ~20 % of its round trip. So the relay and B free one such block first, and are
+# measured in the steady state a long-running server reaches. (The live path's processes read with
+# uvloop, or into a buffer of their own: no such allocation.)
+_STEADY_MALLOC = "bytearray(1 << 20)  # see _STEADY_MALLOC in bench/live.py"
 RELAY_SERVER = """
 import asyncio, sys
 from pathlib import Path
 from websockets.asyncio.server import serve
+""" + _STEADY_MALLOC + """
 
 async def main(port_file):
     a, b = {}, []
@@ -269,6 +277,7 @@ asyncio.run(main(sys.argv[1]))
 RELAY_ECHO = """
 import asyncio, sys
 from websockets.asyncio.client import connect
+""" + _STEADY_MALLOC + """
 
 async def main(url):
     async with connect(url, compression=None, ping_interval=None, max_size=None) as ws:

@@ -36,6 +36,18 @@ def test_subscribe_frame_matches_protocol() -> None:
     assert f.Subscribe("/ns/a", auth).id != frame.id
 
 
+def test_new_id_is_a_random_uuid4_string() -> None:
+    ids = [f.new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value  # lowercase, hyphenated, as str(uuid.uuid4()) writes it
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # every hex digit outside the fixed version/variant bits varies
+    for position in (0, 9, 15, 20, 35):
+        assert len({value[position] for value in ids}) > 4
+
+
 def test_unsubscribe_and_publish_frames_round_trip() -> None:
     assert json.loads(f.Unsubscribe("abc").encode()) == {"type": "unsubscribe", "id": "abc"}
     auth = {"x-api-key": "k", "host": "h"}

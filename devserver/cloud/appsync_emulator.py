@@ -32,7 +32,6 @@ import binascii
 import hmac
 import json
 import logging
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -45,7 +44,7 @@ from devserver.cloud.faults import Faults, FaultSpecError
 from devserver.cloud.options import CloudOptions
 from devserver.cloud.realtime import RealtimeConnection
 from devserver.cloud.sigv4 import SignatureError, verify_sigv4
-from stub_runtime.appsync.frames import compact_json, json_string
+from stub_runtime.appsync.frames import compact_json, json_string, new_id
 from stub_runtime.channels import InvalidChannel, channel_matches, validate_channel
 
 log = logging.getLogger("livelambda.cloud.appsync")
@@ -189,7 +188,7 @@ class AppSyncEmulator:
         successful: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         for index, event in enumerate(events):
-            entry: dict[str, Any] = {"identifier": str(uuid.uuid4()), "index": index}
+            entry: dict[str, Any] = {"identifier": new_id(), "index": index}
             problem = self._event_problem(event)
             if problem is None:
                 successful.append(entry)

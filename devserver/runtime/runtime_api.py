@@ -31,6 +31,14 @@ NEXT_PATH = PREFIX + "/invocation/next"
 ERROR_TYPE_HEADER = b"lambda-runtime-function-error-type"
 
 _Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+def _status_line(status: int) -> bytes:
+    return b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode())
+
+
+# The two every invocation sends (an HTTPStatus lookup is an Enum call).
+_STATUS_LINES = {code: _status_line(code) for code in (200, 202)}
 _ACCEPTED: _Reply = (202, [(b"content-type", b"application/json")], b'{"status":"OK"}')
 
 
@@ -207,7 +215,7 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
-        lines = [b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode())]
+        lines = [_STATUS_LINES.get(status) or _status_line(status)]
         # The values come from authenticated messages, but a line break would still split a header.
         lines += [name + b": " + value.replace(b"\r", b"").replace(b"\n", b"") for name, value in headers]
         lines.append(b"content-length: %d" % len(payload))

@@ -66,6 +66,8 @@ from stub_runtime.reconnect import Dial, GiveUp, Ready, ReconnectPolicy, Wait
 
 log = logging.getLogger("livelambda.appsync")
 
+# Reads go into one buffer per connection: recv() would allocate 256 KiB each time, and glibc may serve
+# that with mmap + mremap + munmap (three system calls a read) depending on the process's history.
 _READ_SIZE = 256 * 1024
 _DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 _MAX_MESSAGE = 4 * 1024 * 1024
@@ -110,6 +112,7 @@ class BlockingConnection:
         self._answers: dict[str, f.ServerFrame] = {}  # replies by frame id, until claimed
         self._data: deque[f.Data] = deque()
         self._fragments: list[Frame] = []
+        self._read_buffer = memoryview(bytearray(_READ_SIZE))
         self._early: list[Any] = []  # events received with the upgrade's answer
 
     def __repr__(self) -> str:
@@ -360,14 +363,14 @@ class BlockingConnection:
         else:
             sock.settimeout(0.0)
         try:
-            data = sock.recv(_READ_SIZE)
+            size = sock.recv_into(self._read_buffer)
         except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
             return None
         except OSError as exc:
             self._lose(f"the connection to AppSync broke ({exc}); reconnect")
             raise self.close_reason from None  # type: ignore[misc]
-        if data:
-            ws.receive_data(data)
+        if size:
+            ws.receive_data(self._read_buffer[:size])  # type: ignore[arg-type]  # (copied into its buffer)
         else:
             ws.receive_eof()
         events = ws.events_received()
@@ -375,7 +378,7 @@ class BlockingConnection:
             self._flush(self.clock() + 1.0)  # pongs and the answer to a close
         except ConnectionLost:
             pass
-        if not data and not events:
+        if not size and not events:
             self._lose(f"AppSync closed the connection (code {self._close_code()}); reconnect")
             raise self.close_reason from None  # type: ignore[misc]
         return events

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,13 +26,20 @@ DEFAULT_CONNECTION_TIMEOUT_MS = 300_000
 json_string = json.encoder.encode_basestring  # a str as compact_json() writes it
 
 
+# One encoder for every call: json.dumps() with arguments builds a new JSONEncoder each time.
+_compact_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def compact_json(value: Any) -> str:
     """JSON the way AWS's SDKs write it (JSON.stringify): no spaces, non-ASCII kept as is."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _compact_encoder.encode(value)
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID string, as the service's ids are: what str(uuid.uuid4()) gives, at
+    under half its cost (a publish and its answer each carry one)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def header_subprotocol(auth_headers: Mapping[str, str]) -> str:
