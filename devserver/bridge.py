@@ -40,6 +40,7 @@ class Endpoint:
     auth: str  # "api_key" | "iam"
     api_key: str | None
     region: str
+    namespace: str = lp.NAMESPACE
 
     def make_auth(self) -> Any:
         host = urlsplit(self.http_url).netloc
@@ -57,6 +58,7 @@ class LiveInvocation:
     event: Any
     context: dict[str, Any]
     hello: dict[str, Any] | None
+    function: str | None  # the local function `aws up` matched the deployed one to, when it said
     sent_ms: int  # the stub's clock when it published
     received_ms: float  # this machine's wall clock when the message was complete
 
@@ -117,7 +119,8 @@ class Bridge:
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
         """Keep the connection until `close()`."""
-        await self.connection.run([lp.request_channel(self.session)], self._on_event, on_state=self._state)
+        channel = lp.request_channel(self.session, self.endpoint.namespace)
+        await self.connection.run([channel], self._on_event, on_state=self._state)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -172,6 +175,7 @@ class Bridge:
             event=body.get("event"),
             context=body.get("context") or {},
             hello=body.get("hello"),
+            function=body.get("function") if isinstance(body.get("function"), str) else None,
             sent_ms=message.ts_ms,
             received_ms=received_ms,
         )
@@ -247,7 +251,8 @@ class Bridge:
         reconnect, and gets the stored result then."""
         message = Message(kind, self.session, rid, sandbox, body)
         events = encode(message, self.secret, int(time.time() * 1000))
-        sent = client.publish_nowait(lp.response_channel(self.session, sandbox), events)
+        channel = lp.response_channel(self.session, sandbox, self.endpoint.namespace)
+        sent = client.publish_nowait(channel, events)
         sent.add_done_callback(lambda done: _log_failure(done, kind, rid))
         return sent
 

@@ -80,11 +80,27 @@ def _add_dev(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cloud-concurrency", type=int, metavar="N", help="`livelambda cloud --concurrency N`")
     p.add_argument("--port", type=int, help="dashboard port (default: the config's, 8791)")
     p.add_argument("--ready-file", type=Path, help="once listening, write the dashboard URL here as JSON")
+    p.add_argument(
+        "--aws",
+        action="store_true",
+        help="attach the app's deployed functions (`livelambda aws up`) now, and put them back on exit",
+    )
+    p.add_argument("--auth", choices=("iam", "api-key"), default="iam", help="with --aws: as `aws up --auth`")
+    p.add_argument(
+        "--vpc", choices=("refuse", "detach", "keep"), default="refuse", help="with --aws: as `aws up --vpc`"
+    )
+    p.add_argument("--timeout", type=int, metavar="SECONDS", help="with --aws: as `aws up --timeout`")
+    p.add_argument("--profile", help="with --aws: the AWS profile")
+    p.add_argument("--region", help="with --aws: the AWS region (default: the config's)")
 
 
 def _run_dev(args: argparse.Namespace) -> int:
     from devserver.commands.dev import DevCommand, run
 
+    if args.aws and args.cloud:
+        print("livelambda dev: --aws and --cloud exclude each other; pick one", file=sys.stderr)
+        return 2
+    aws_options = {"auth": args.auth.replace("-", "_"), "vpc": args.vpc, "timeout": args.timeout}
     return run(
         DevCommand(
             args.app.resolve(),
@@ -93,6 +109,10 @@ def _run_dev(args: argparse.Namespace) -> int:
             cloud_concurrency=args.cloud_concurrency,
             port=args.port,
             ready_file=args.ready_file,
+            aws=args.aws,
+            aws_options=aws_options,
+            profile=args.profile,
+            region=args.region,
         )
     )
 
@@ -130,6 +150,118 @@ def _run_stub(args: argparse.Namespace) -> int:
 # --- end livelambda stub build ---
 
 
+# --- livelambda aws up | down | status (devserver/commands/aws.py, devserver/aws/) ---
+def _aws_common(p: argparse.ArgumentParser, *, app_default: Path | None) -> None:
+    p.add_argument(
+        "--app", type=Path, default=app_default, help="the app directory (default: ., when it has a config)"
+    )
+    p.add_argument("--profile", help="AWS profile (default: the standard chain: env, AWS_PROFILE, SSO)")
+    p.add_argument(
+        "--region", help="AWS region (default: the config's region, else AWS_REGION / the profile's)"
+    )
+
+
+def _add_aws(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("aws", help="attach deployed functions to live mode, put them back, see what is live")
+    aws_sub = p.add_subparsers(dest="aws_command", required=True)
+    up = aws_sub.add_parser("up", help="switch the app's deployed functions to live mode")
+    _aws_common(up, app_default=Path("."))
+    up.add_argument(
+        "--auth",
+        choices=("iam", "api-key"),
+        default="iam",
+        help="how the stub and dev server sign in to AppSync (default: iam, no API key exists at all)",
+    )
+    up.add_argument(
+        "--vpc",
+        choices=("refuse", "detach", "keep"),
+        default="refuse",
+        help="a function in a VPC whose subnets have no NAT route: refuse it (default), detach it "
+        "from the VPC while live, or keep it as it is",
+    )
+    up.add_argument(
+        "--timeout", type=int, metavar="SECONDS", help="raise the functions' timeout to this while live"
+    )
+    up.add_argument("--take-over", action="store_true", help="take over functions live for another session")
+    up.add_argument("--force", action="store_true", help="switch functions whose names look like production")
+    which = up.add_mutually_exclusive_group()
+    which.add_argument(
+        "--stack", metavar="NAME", help="every function of this CloudFormation stack (nested too)"
+    )
+    which.add_argument("--tag", metavar="KEY=VALUE", help="every function with this tag")
+    which.add_argument(
+        "--function",
+        action="append",
+        default=[],
+        metavar="NAME",
+        dest="functions",
+        help="only this function of the config; repeatable",
+    )
+    down = aws_sub.add_parser("down", help="put the session's functions back exactly as they were")
+    _aws_common(down, app_default=None)
+    down.add_argument(
+        "--session", help="the live session to end (default: the app's); see `livelambda aws status`"
+    )
+    down.add_argument(
+        "--function",
+        action="append",
+        default=[],
+        metavar="NAME",
+        dest="functions",
+        help="only this deployed function; repeatable",
+    )
+    down.add_argument(
+        "--force", action="store_true", help="restore functions changed while live all the same"
+    )
+    down.add_argument(
+        "--skip-missing-layers",
+        action="store_true",
+        help="restore without original layer versions that have been deleted since",
+    )
+    down.add_argument(
+        "--purge",
+        action="store_true",
+        help="also delete the shared AppSync API, its alarm and the stub layer, if no session uses them",
+    )
+    status = aws_sub.add_parser(
+        "status", help="which functions are live, for whom, and the API's connections"
+    )
+    _aws_common(status, app_default=None)
+
+
+def _run_aws(args: argparse.Namespace) -> int:
+    from devserver.commands import aws
+
+    common = {"profile": args.profile, "region": args.region}
+    if args.aws_command == "up":
+        return aws.run_up(
+            args.app,
+            auth=args.auth.replace("-", "_"),
+            vpc=args.vpc,
+            timeout=args.timeout,
+            take_over=args.take_over,
+            force=args.force,
+            stack=args.stack,
+            tag=args.tag,
+            functions=args.functions,
+            **common,
+        )
+    if args.aws_command == "down":
+        return aws.run_down(
+            args.app,
+            session_id=args.session,
+            functions=args.functions,
+            force=args.force,
+            skip_missing_layers=args.skip_missing_layers,
+            purge=args.purge,
+            **common,
+        )
+    return aws.run_status(args.app, **common)
+
+
+# --- end livelambda aws ---
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="livelambda", description="Run your deployed AWS Lambda functions' code on this machine, live."
@@ -139,10 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dev(sub)
     _add_invoke(sub)
     _add_stub(sub)  # livelambda stub build
+    _add_aws(sub)
     return parser
 
 
-_RUNNERS = {"cloud": _run_cloud, "dev": _run_dev, "invoke": _run_invoke, "stub": _run_stub}
+_RUNNERS = {"cloud": _run_cloud, "dev": _run_dev, "invoke": _run_invoke, "stub": _run_stub, "aws": _run_aws}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -56,13 +56,18 @@ DEFAULT_MEMORY_MB = 128
 MIN_MEMORY_MB = 128
 MAX_MEMORY_MB = 10_240
 
-_TOP_KEYS = ("app", "stage", "region", "endpoint", "dashboard", "functions")
+_TOP_KEYS = ("app", "stage", "region", "endpoint", "dashboard", "aws", "functions")
+_AWS_KEYS = ("production_stages",)
+DEFAULT_PRODUCTION_STAGES = ("prod", "production", "prd")
 _ENDPOINT_KEYS = ("mode", "http_url", "realtime_url", "auth", "api_key")
 _DASHBOARD_KEYS = ("port", "keep")
-_FUNCTION_KEYS = ("handler", "source", "python", "timeout", "memory", "environment")
+_FUNCTION_KEYS = ("handler", "source", "python", "timeout", "memory", "environment", "deployed")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?$")
 _FUNCTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_DEPLOYED_RE = re.compile(
+    r"^(?:[A-Za-z0-9_-]{1,64}|arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64})$"
+)
 _REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")
 _HANDLER_RE = re.compile(r"^(?:[A-Za-z_]\w*[./])*[A-Za-z_]\w*\.[A-Za-z_]\w*$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -113,6 +118,12 @@ class DashboardConfig:
 
 
 @dataclass(frozen=True)
+class AwsConfig:
+    # `aws up` refuses a function whose name, stage or stack has one of these words, unless --force
+    production_stages: tuple[str, ...] = DEFAULT_PRODUCTION_STAGES
+
+
+@dataclass(frozen=True)
 class FunctionConfig:
     name: str
     handler: str
@@ -121,6 +132,7 @@ class FunctionConfig:
     timeout: float = DEFAULT_TIMEOUT_S
     memory: int = DEFAULT_MEMORY_MB
     environment: Mapping[str, str] = field(default_factory=dict)
+    deployed: str | None = None  # the deployed function's name or ARN, when not this function's name
 
 
 @dataclass(frozen=True)
@@ -132,7 +144,36 @@ class AppConfig:
     region: str | None = None
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    aws: AwsConfig = field(default_factory=AwsConfig)
     functions: Mapping[str, FunctionConfig] = field(default_factory=dict)
+
+    def deployed_name(self, function: FunctionConfig) -> str:
+        """The name of the deployed Lambda function that `function` runs (its `deployed` name or ARN's
+        name, else its own name)."""
+        return deployed_function_name(function.deployed) if function.deployed else function.name
+
+    def function_for(self, deployed: str) -> FunctionConfig | None:
+        """The local function that runs the deployed function named `deployed` (a name or an ARN):
+        its `deployed` name, its own name, or its name after the `<app>-<stage>-` prefix."""
+        name = deployed_function_name(deployed)
+        for function in self.functions.values():
+            if function.deployed and deployed_function_name(function.deployed) == name:
+                return function
+        if name in self.functions:
+            return self.functions[name]
+        prefix = f"{self.app}-{self.stage}-"
+        if name.startswith(prefix):
+            return self.functions.get(name[len(prefix) :])
+        return None
+
+
+def deployed_function_name(name_or_arn: str) -> str:
+    """`arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]` -> NAME; a plain name as it is."""
+    if name_or_arn.startswith("arn:"):
+        parts = name_or_arn.split(":")
+        if len(parts) >= 7 and parts[5] == "function":
+            return parts[6]
+    return name_or_arn
 
 
 def find_config(app_dir: Path) -> Path | None:
@@ -254,6 +295,7 @@ class _Parser:
             region=region,
             endpoint=self.endpoint(self.table(data, "endpoint")),
             dashboard=self.dashboard(self.table(data, "dashboard")),
+            aws=self.aws(self.table(data, "aws")),
             functions=functions,
         )
 
@@ -307,6 +349,16 @@ class _Parser:
             )
         return DashboardConfig(port=port, keep=keep)
 
+    def aws(self, data: Mapping[str, Any]) -> AwsConfig:
+        self.check_keys(data, _AWS_KEYS, "aws.")
+        stages = data.get("production_stages", list(DEFAULT_PRODUCTION_STAGES))
+        if not isinstance(stages, list) or not all(isinstance(s, str) and s for s in stages):
+            raise self.fail(
+                "aws.production_stages",
+                f'must be a list of words, e.g. ["prod", "live"], got {_show(stages)}',
+            )
+        return AwsConfig(production_stages=tuple(stages))
+
     def function(self, name: str, data: Any) -> FunctionConfig:
         where = f"functions.{name}."
         if not _FUNCTION_NAME_RE.match(name):
@@ -339,7 +391,18 @@ class _Parser:
             timeout=self.timeout(data, where),
             memory=self.memory(data, where),
             environment=self.environment(data, where),
+            deployed=self.deployed(data, where),
         )
+
+    def deployed(self, data: Mapping[str, Any], where: str) -> str | None:
+        text = self.string(data, "deployed", where)
+        if text is not None and not _DEPLOYED_RE.match(text):
+            raise self.fail(
+                f"{where}deployed",
+                "must be a Lambda function's name or ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME), "
+                f"got {text!r}",
+            )
+        return text
 
     def python(self, data: Mapping[str, Any], where: str) -> Path:
         text = self.string(data, "python", where)

@@ -22,7 +22,7 @@ from devserver.dashboard import create_dashboard_router
 from devserver.invocations import InvocationRecord, InvocationStore
 from devserver.runner import Runner, UnknownFunction
 from devserver.runtime.invocation import InvocationRequest
-from devserver.session import LiveSession, cloud_file
+from devserver.session import LiveSession, aws_file, cloud_file
 from devserver.terminal import Terminal
 from devserver.triggers import guess_trigger
 from devserver.watcher import Watcher
@@ -80,17 +80,20 @@ class DevServer:
         await self.runner.close()
 
     # ------------------------------------------------------------------ running invocations
-    def resolve(self, function_name: str) -> FunctionConfig:
+    def resolve(self, function_name: str, local: str | None = None) -> FunctionConfig:
+        """The local function that runs the deployed `function_name`: the one `aws up` named (`local`),
+        else one whose `deployed` name it is, or which it is named after."""
         functions = self.app_config.functions
-        if function_name in functions:
-            return functions[function_name]
-        prefix = f"{self.app_config.app}-{self.app_config.stage}-"
-        if function_name.startswith(prefix) and function_name[len(prefix) :] in functions:
-            return functions[function_name[len(prefix) :]]
+        if local is not None and local in functions:
+            return functions[local]
+        found = self.app_config.function_for(function_name)
+        if found is not None:
+            return found
         known = ", ".join(sorted(functions)) or "none"
         raise UnknownFunction(
             f"function {function_name!r} is not in {self.app_config.path.name} (functions there: {known}); "
-            "add it under [functions] or run `livelambda aws down` for it"
+            "add it under [functions] (or set `deployed` on the function that runs it), or put it back "
+            f"with `livelambda aws down --function {function_name}`"
         )
 
     async def execute(self, inv: LiveInvocation) -> dict[str, Any]:
@@ -108,7 +111,7 @@ class DevServer:
             timings={"sent": float(inv.sent_ms), "received": inv.received_ms},
         )
         try:
-            function = self.resolve(record.function)
+            function = self.resolve(record.function, inv.function)
         except UnknownFunction as exc:
             self.store.add(record)
             self._finish_error(record, exc.error_type, str(exc))
@@ -251,19 +254,34 @@ def create_app(dev: DevServer) -> FastAPI:
 
 
 def endpoint_for(app: AppConfig, cloud_info: dict[str, Any] | None) -> Endpoint:
-    """Where the AppSync Events API is: the local cloud's (from its ready file) or the configured one."""
+    """Where the AppSync Events API is: the local cloud's (from its ready file), the one `aws up` set up
+    (.livelambda/aws.json), or the configured one."""
     ep = app.endpoint
     region = app.region or "us-east-1"
-    if ep.mode == "local":
-        if cloud_info is None:
-            raise FileNotFoundError("livelambda cloud is not running for this app")
+    if cloud_info is not None:
         info = cloud_info
         return Endpoint(info["http_url"], info["realtime_url"], "api_key", info["api_key"], region)
+    attached = read_aws_info(app.root)
+    if attached is not None:
+        return Endpoint(
+            attached["http_url"], attached["realtime_url"], attached["auth"], attached.get("api_key"),
+            attached["region"], attached["namespace"],
+        )  # fmt: skip
+    if ep.mode == "local":
+        raise FileNotFoundError("livelambda cloud is not running for this app")
     return Endpoint(ep.http_url, ep.realtime_url, ep.auth, ep.api_key, region)
 
 
+def read_aws_info(app_root: Path) -> dict[str, Any] | None:
+    """What the last `livelambda aws up` for this app wrote (None when nothing is live)."""
+    return _read_json(aws_file(app_root))
+
+
 def read_cloud_info(app_root: Path) -> dict[str, Any] | None:
-    path = cloud_file(app_root)
+    return _read_json(cloud_file(app_root))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

@@ -42,18 +42,33 @@ def cloud_file(app_root: Path) -> Path:
     return app_root / STATE_DIR / "cloud.json"
 
 
+def aws_file(app_root: Path) -> Path:
+    """Where `livelambda aws up` writes the AppSync endpoint and auth that `livelambda dev` connects with."""
+    return app_root / STATE_DIR / "aws.json"
+
+
+def load_existing(app_root: Path) -> LiveSession | None:
+    """The app's session if it has one (never creates it)."""
+    return _read(app_root / STATE_DIR / "session.json")
+
+
+def _read(path: Path) -> LiveSession | None:
+    try:
+        data = json.loads(path.read_text())
+        return LiveSession(str(data["id"]), bytes.fromhex(data["secret"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing or unreadable: a new session (the stub must be re-configured anyway)
+
+
 def load_or_create(app_root: Path, app: str, stage: str) -> LiveSession:
     """The app's session, created on first use. Safe when two processes start at once."""
     directory = state_dir(app_root)
     path = directory / "session.json"
     with open(directory / "session.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists():
-            try:
-                data = json.loads(path.read_text())
-                return LiveSession(str(data["id"]), bytes.fromhex(data["secret"]))
-            except (ValueError, KeyError, TypeError):
-                pass  # unreadable: start a new session (the stub must be re-configured anyway)
+        found = _read(path)
+        if found is not None:
+            return found
         # A random suffix: two laptops on the same app and stage never share a session.
         session = LiveSession(
             safe_segment(f"{app}-{stage}", max_len=40) + "-" + secrets.token_hex(4), secrets.token_bytes(32)

@@ -1,9 +1,10 @@
 """The live-mode conversation between the stub (in Lambda) and the dev server, in one place.
 
-Channels (namespace `livelambda`, scoped to one live session so two developers never see each
-other's invocations):
-  /livelambda/<session>/req              stub -> dev server: `invoke`
-  /livelambda/<session>/res/<sandbox>    dev server -> that sandbox: `ack`, `heartbeat`, `result`, `reject`
+Channels (scoped to one live session so two developers never see each other's invocations; the
+namespace is `livelambda` with `livelambda cloud`, and one of the session's own with `aws up`,
+because AppSync's IAM policies can tell namespaces apart but not channels):
+  /<namespace>/<session>/req              stub -> dev server: `invoke`
+  /<namespace>/<session>/res/<sandbox>    dev server -> that sandbox: `ack`, `heartbeat`, `result`, `reject`
 
 An invocation: the stub publishes `invoke`; the dev server answers with its `result`. If the handler
 is still running after ACK_DELAY_S it sends an `ack` first, then a `heartbeat` every
@@ -46,12 +47,12 @@ def safe_segment(text: str, *, max_len: int = 50) -> str:
     return seg or "x"
 
 
-def request_channel(session: str) -> str:
-    return f"/{NAMESPACE}/{session}/req"
+def request_channel(session: str, namespace: str = NAMESPACE) -> str:
+    return f"/{namespace}/{session}/req"
 
 
-def response_channel(session: str, sandbox_id: str) -> str:
-    return f"/{NAMESPACE}/{session}/res/{sandbox_id}"
+def response_channel(session: str, sandbox_id: str, namespace: str = NAMESPACE) -> str:
+    return f"/{namespace}/{session}/res/{sandbox_id}"
 
 
 def looks_secret(name: str) -> bool:

@@ -40,7 +40,7 @@ class EndpointUnreachable(LivelambdaError):
             where = f" ({vpc_detail})" if vpc_detail not in ("", "1", "true") else ""
             message += (
                 f" This function runs in a VPC{where}; its subnets need a route to the internet "
-                "(a NAT gateway) or a VPC endpoint to reach AppSync. Add one, or run "
+                "through a NAT gateway (AppSync Events has no VPC endpoint). Add one, or run "
                 "`livelambda aws up --vpc detach` to run the function outside the VPC while live."
             )
         else:

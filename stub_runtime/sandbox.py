@@ -95,6 +95,8 @@ class Sandbox:
         deadline_ms = int(self.wall() * 1000 + remaining_s * 1000)
         request_id = context.aws_request_id
         body: dict[str, Any] = {"event": event, "context": lp.context_to_dict(context, deadline_ms)}
+        if s.function:
+            body["function"] = s.function
         if not self.hello_sent:
             body["hello"] = hello(context, self.invocations)
         try:
@@ -166,7 +168,7 @@ class Sandbox:
         allows."""
         message = Message(lp.INVOKE, self.settings.session, request_id, self.id, body)
         events = encode(message, self.settings.secret, int(self.wall() * 1000))
-        channel = lp.request_channel(self.settings.session)
+        channel = lp.request_channel(self.settings.session, self.settings.namespace)
         for attempt in (1, 2):
             conn = self._channel(deadline)
             try:
@@ -186,7 +188,7 @@ class Sandbox:
         try:
             conn = self.connection.ensure_connected(deadline)
             if conn is not self._subscribed:
-                conn.subscribe(lp.response_channel(s.session, self.id), deadline)
+                conn.subscribe(lp.response_channel(s.session, self.id, s.namespace), deadline)
                 self._subscribed = conn
         except ConnectGiveUp as exc:
             # An open breaker is the news itself; otherwise the last dial's failure says most.

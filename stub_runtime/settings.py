@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from stub_runtime.errors import LivelambdaError
+from stub_runtime.live_protocol import NAMESPACE
 
 
 class StubMisconfigured(LivelambdaError):
@@ -29,6 +30,8 @@ class StubSettings:
     deadline_margin_s: float = 0.25  # answer this long before Lambda's own timeout
     in_vpc: bool = False
     vpc_detail: str = ""
+    namespace: str = NAMESPACE  # the channel namespace: the session's own when `aws up` set it up
+    function: str = ""  # the local function (config name) this deployed function runs, if `aws up` said
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StubSettings:
@@ -65,6 +68,8 @@ class StubSettings:
             connect_timeout_s=_seconds(env, "LIVELAMBDA_CONNECT_TIMEOUT_MS", 3.0),
             in_vpc=env.get("LIVELAMBDA_VPC", "") not in ("", "0", "false"),
             vpc_detail=env.get("LIVELAMBDA_VPC", ""),
+            namespace=env.get("LIVELAMBDA_NAMESPACE") or NAMESPACE,
+            function=env.get("LIVELAMBDA_FUNCTION", ""),
         )
 
 

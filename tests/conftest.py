@@ -17,7 +17,8 @@ faults reset before and after each test) start `.venv/bin/livelambda cloud --por
     cloud.stats()         GET /_livelambda/stats -> dict (connections_current, connections_total,
                           connections_refused, connections_unauthorized, subscriptions,
                           subscriptions_total, publishes, events_published, events_failed,
-                          events_delivered, connections: [{id, remote, connected_at, subscriptions}], faults)
+                          events_delivered, connections: [{id, remote, connected_at, subscriptions}], faults,
+                          and the control plane's apis, channel_namespaces, api_keys)
     cloud.faults(**kw)    POST /_livelambda/faults, e.g. faults(drop_connections=True, abrupt=True),
                           faults(refuse_connections_for_s=5), faults(delay_delivery_ms=200),
                           faults(duplicate_delivery=True), faults(drop_after_frames=3), faults(reset=True)
@@ -52,6 +53,7 @@ import pytest
 
 from devserver.cloud.options import IamCredentials
 from devserver.processes import stop_process
+from tests.aws_fixtures import *  # noqa: F403  (the AWS control plane on moto: see tests/aws_fixtures.py)
 from tests.lambda_fixtures import *  # noqa: F403  (the Lambda side: see tests/lambda_fixtures.py)
 from tests.live_fixtures import *  # noqa: F403  (live mode: see tests/live_fixtures.py)
 

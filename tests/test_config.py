@@ -170,7 +170,7 @@ F = '[functions.f]\nhandler = "m.h"\n'
         (
             "colour = 1\n" + F,
             "livelambda.toml: colour is not a known key; known keys: app, stage, region, endpoint, "
-            "dashboard, functions",
+            "dashboard, aws, functions",
         ),
         (
             '[functions.f]\nhandlr = "m.h"\n',
@@ -335,3 +335,23 @@ def test_python_must_exist(tmp_path: Path) -> None:
     )
     write(tmp_path, F + f'python = "{sys.executable}"\n')
     assert load_config(tmp_path).functions["f"].python == Path(sys.executable)
+
+
+def test_deployed_names_and_production_stages(tmp_path: Path) -> None:
+    (tmp_path / "livelambda.toml").write_text(
+        '[aws]\nproduction_stages = ["live", "main"]\n'
+        '[functions.a]\nhandler = "a.h"\ndeployed = "arn:aws:lambda:eu-west-1:123456789012:function:Real-A"\n'
+        '[functions.b]\nhandler = "b.h"\n'
+    )
+    config = load_config(tmp_path)
+    assert config.aws.production_stages == ("live", "main")
+    assert config.deployed_name(config.functions["a"]) == "Real-A"
+    assert config.deployed_name(config.functions["b"]) == "b"
+    assert config.function_for("Real-A") is config.functions["a"]
+    (tmp_path / "livelambda.toml").write_text('[functions.a]\nhandler = "a.h"\ndeployed = "not a name"\n')
+    with pytest.raises(ConfigError, match=r"functions\.a\.deployed must be a Lambda function's name or ARN"):
+        load_config(tmp_path)
+    bad = '[aws]\nproduction_stages = "prod"\n[functions.a]\nhandler = "a.h"\n'
+    (tmp_path / "livelambda.toml").write_text(bad)
+    with pytest.raises(ConfigError, match=r"aws\.production_stages must be a list of words"):
+        load_config(tmp_path)

@@ -46,10 +46,9 @@ def test_edit_break_fix_without_restarting(dev: DevProcess) -> None:
 
     dev.write_hello("v3")
     dev.wait_for(lambda: dev.invoke("hello", {})[1].get("version") == "v3", "a good save recovers")
-    # The terminal told the developer, one line per invocation.
-    out = dev.output()
+    # The terminal told the developer, one line per invocation (written after the answer went out).
+    out = dev.wait_for(lambda: "running version v3" in (o := dev.output()) and o, "the terminal's lines")
     assert "UserCodeSyntaxError" in out and "ImportModuleError" in out
-    assert "running version v3" in out
 
 
 def test_in_flight_invocation_finishes_on_old_code(dev: DevProcess) -> None:

@@ -6,6 +6,10 @@ Served by `livelambda cloud` on one port:
 - `GET  /_livelambda/stats`    counters and live connections (JSON), for tests and curious humans
 - `GET|POST /_livelambda/faults`  fault injection, see faults.py
 
+The control plane (appsync_control.py, boto3's `appsync` client) decides what exists: the namespaces
+are the built-in ones (`options.namespaces`) plus those created on any API, a namespace's auth modes
+limit who may publish and subscribe on it, and the keys it creates authorize next to `--api-key`.
+
 Where the protocol page leaves a choice, we answer as the real service does when we know it, and mark
 the rest *(inferred)* below, so that a difference found against AWS is easy to fix in one place:
 - An unauthenticated WebSocket is accepted, then answered `connection_error` (UnauthorizedException)
@@ -13,6 +17,8 @@ the rest *(inferred)* below, so that a difference found against AWS is easy to f
 - WebSocket subscribe/publish accept a channel without its leading `/` (amplify-js sends them so);
   HTTP publish requires it (amplify-js adds it: "required in publish"). *(inferred)*
 - An unknown namespace is BadRequestException "Invalid Channel Format". *(inferred)*
+- A publish or subscribe with an auth type its namespace does not allow (its publishAuthModes /
+  subscribeAuthModes, else its API's defaults) is UnauthorizedException, as a wrong key is. *(inferred)*
 - Per-event failures (over 240 KB, not JSON) are listed in `failed` with `code` 400 and a message;
   the rest of the batch is delivered. *(inferred)*
 - Unknown frame types: `error` / UnsupportedOperation "<type> not supported through the realtime
@@ -40,6 +46,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from websockets.http11 import Request as UpgradeRequest
 
+from devserver.cloud.appsync_control import API_KEY, AWS_IAM, EventApiStore
 from devserver.cloud.faults import Faults, FaultSpecError
 from devserver.cloud.options import CloudOptions
 from devserver.cloud.realtime import RealtimeConnection
@@ -126,17 +133,36 @@ class AppSyncEmulator:
     def __init__(self, options: CloudOptions) -> None:
         self.options = options
         self.api_key = options.api_key
-        self.namespaces = frozenset(options.namespaces)
+        self.builtin_namespaces = frozenset(options.namespaces)
+        # What the control plane created, in the shape the hot path reads: a frozenset (the channel
+        # validation cache keys on it) and namespace -> allowed auth types, replaced on each change.
+        self.namespaces = self.builtin_namespaces
+        self.publish_modes: Mapping[str, frozenset[str]] = {}
+        self.subscribe_modes: Mapping[str, frozenset[str]] = {}
+        self.control = EventApiStore(region=options.region, on_change=self._follow_control_plane)
         self.faults = Faults()
         self.stats = Stats()
         self.connections: dict[str, RealtimeConnection] = {}
+
+    # ----- the control plane's view --------------------------------------------------------------
+
+    def _follow_control_plane(self) -> None:
+        control, builtin = self.control, self.builtin_namespaces
+        self.namespaces = builtin | control.namespace_names
+        # A built-in namespace takes both auth types, whatever a same-named created one says.
+        self.publish_modes = {n: m for n, m in control.publish_modes.items() if n not in builtin}
+        self.subscribe_modes = {n: m for n, m in control.subscribe_modes.items() if n not in builtin}
+
+    @staticmethod
+    def _mode_refused(namespace: str, auth_type: str, action: str) -> Unauthorized:
+        return Unauthorized(f"namespace {namespace!r} does not allow {auth_type} to {action}")
 
     # ----- authorization -------------------------------------------------------------------------
 
     def authorize(
         self, auth: object, *, expected_hosts: frozenset[str], bodies: Callable[[], Iterable[bytes]]
-    ) -> None:
-        """Check an API_KEY or AWS_IAM authorization object; raise Unauthorized.
+    ) -> str:
+        """Check an API_KEY or AWS_IAM authorization object; return its auth type, or raise Unauthorized.
 
         `expected_hosts`: see `api_hosts`; `bodies`: what an IAM client may have signed (computed lazily).
         """
@@ -144,15 +170,16 @@ class AppSyncEmulator:
             raise Unauthorized("no authorization object")
         headers = {str(k).lower(): v for k, v in auth.items() if isinstance(v, str)}
         if "x-api-key" in headers:
-            if self.api_key is None or not hmac.compare_digest(
-                headers["x-api-key"].encode(), self.api_key.encode()
-            ):
-                raise Unauthorized("wrong x-api-key")
+            key = headers["x-api-key"]
+            if not (
+                self.api_key is not None and hmac.compare_digest(key.encode(), self.api_key.encode())
+            ) and not self.control.api_key_valid(key):  # a key created with CreateApiKey, still live
+                raise Unauthorized("wrong x-api-key (unknown, expired or deleted)")
             host = headers.get("host")
             if host is None or host.lower() not in expected_hosts:
                 wanted = " or ".join(sorted(expected_hosts))
                 raise Unauthorized(f"host {host!r} is not this API's host, {wanted}")
-            return
+            return API_KEY
         if headers.get("authorization", "").startswith("AWS4-HMAC-SHA256"):
             try:
                 verify_sigv4(
@@ -164,18 +191,24 @@ class AppSyncEmulator:
                 )
             except SignatureError as exc:
                 raise Unauthorized(f"SigV4: {exc}") from None
-            return
+            return AWS_IAM
         raise Unauthorized("neither x-api-key nor a SigV4 Authorization header (other modes unsupported)")
 
     # ----- publish and fan-out ---------------------------------------------------------------------
 
-    def publish(self, channel: object, events: object) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Validate a publish (channel already normalized), deliver its events; (successful, failed)."""
+    def publish(
+        self, channel: object, events: object, *, auth_type: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Validate a publish (channel already normalized, made with `auth_type`), deliver its events;
+        (successful, failed)."""
         try:
-            validate_channel(channel, subscribe=False, namespaces=self.namespaces)  # type: ignore[arg-type]
+            segments = validate_channel(channel, subscribe=False, namespaces=self.namespaces)  # type: ignore[arg-type]
         except InvalidChannel as exc:
             log.info("publish refused: %s", exc)
             raise bad_request(exc.message) from None
+        allowed = self.publish_modes.get(segments[0])  # None: any auth type (see __init__)
+        if allowed is not None and auth_type not in allowed:
+            raise self._mode_refused(segments[0], auth_type, "publish")
         if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
             raise bad_request("events must be a list of JSON values encoded as strings")
         if not events:
@@ -230,6 +263,7 @@ class AppSyncEmulator:
             "subscriptions": sum(len(c.subscriptions) for c in conns),
             "connections": [c.info() for c in conns],
             "faults": self.faults.snapshot(),
+            **self.control.counts(),  # apis, channel_namespaces, api_keys
         }
 
     def drop_all(self, *, abrupt: bool) -> int:
@@ -338,7 +372,7 @@ class AppSyncEmulator:
             return
         channel = frame.get("channel")
         try:
-            self.authorize(
+            auth_type = self.authorize(
                 frame.get("authorization"),
                 expected_hosts=conn.hosts,
                 bodies=_signed_bodies({"channel": channel}),
@@ -347,10 +381,13 @@ class AppSyncEmulator:
                 raise bad_request(f"Subscription id {sub_id} is already in use on this connection")
             pattern = _with_leading_slash(channel)
             try:
-                validate_channel(pattern, subscribe=True, namespaces=self.namespaces)  # type: ignore[arg-type]
+                segments = validate_channel(pattern, subscribe=True, namespaces=self.namespaces)  # type: ignore[arg-type]
             except InvalidChannel as exc:
                 log.info("subscribe refused: %s", exc)
                 raise bad_request(exc.message) from None
+            allowed = self.subscribe_modes.get(segments[0])
+            if allowed is not None and auth_type not in allowed:
+                raise self._mode_refused(segments[0], auth_type, "subscribe")
         except AppSyncError as exc:
             if isinstance(exc, Unauthorized):
                 log.warning("unauthorized subscribe on %s: %s", conn.id, exc.reason)
@@ -384,12 +421,12 @@ class AppSyncEmulator:
         conn.hold()
         try:
             try:
-                self.authorize(
+                auth_type = self.authorize(
                     frame.get("authorization"),
                     expected_hosts=conn.hosts,
                     bodies=_signed_bodies({"channel": channel, "events": events}),
                 )
-                successful, failed = self.publish(_with_leading_slash(channel), events)
+                successful, failed = self.publish(_with_leading_slash(channel), events, auth_type=auth_type)
             except AppSyncError as exc:
                 if isinstance(exc, Unauthorized):
                     log.warning("unauthorized publish on %s: %s", conn.id, exc.reason)
@@ -413,14 +450,15 @@ class AppSyncEmulator:
         body = await request.body()
         try:
             hosts = api_hosts(request.scope.get("server") or ("127.0.0.1", 0))
-            self.authorize(dict(request.headers), expected_hosts=hosts, bodies=lambda: [body])
+            auth_type = self.authorize(dict(request.headers), expected_hosts=hosts, bodies=lambda: [body])
             try:
                 payload = json.loads(body)
             except ValueError:
                 raise bad_request("Request body is not valid JSON") from None
             if not isinstance(payload, dict):
                 raise bad_request("Request body must be a JSON object")
-            successful, failed = self.publish(payload.get("channel"), payload.get("events"))
+            channel, events = payload.get("channel"), payload.get("events")
+            successful, failed = self.publish(channel, events, auth_type=auth_type)
         except AppSyncError as exc:
             if isinstance(exc, Unauthorized):
                 log.warning("unauthorized HTTP publish: %s", exc.reason)

@@ -1,12 +1,11 @@
-"""`livelambda cloud`: one FastAPI app on loopback serving the AppSync Events emulator and the Lambda
-Invoke API, run by uvicorn."""
+"""`livelambda cloud`: one FastAPI app on loopback serving the AppSync Events emulator (with the AppSync
+control plane for Event APIs) and the Lambda Invoke API, run by uvicorn."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
-import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from devserver.cloud.appsync_control import build_control_router, new_api_key_id
 from devserver.cloud.appsync_emulator import AppSyncEmulator, build_router
 from devserver.cloud.options import CloudOptions
 from devserver.cloud.realtime import realtime_protocol
@@ -37,14 +37,14 @@ def create_app(options: CloudOptions) -> FastAPI:
     app.state.appsync = emulator
     app.state.options = options
     app.include_router(build_router(emulator))
+    app.include_router(build_control_router(emulator.control))  # boto3's appsync client, endpoint_url=cloud
     mount_lambda(app, options)
     return app
 
 
 def generate_api_key() -> str:
     """A key shaped like AppSync's (`da2-` and 26 lowercase letters and digits)."""
-    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-    return "da2-" + "".join(secrets.choice(alphabet) for _ in range(26))
+    return new_api_key_id()  # one definition, shared with CreateApiKey
 
 
 def serve(options: CloudOptions) -> int:

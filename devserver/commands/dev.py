@@ -10,13 +10,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from devserver.config import AppConfig, load_config
 from devserver.processes import stop_process
 from devserver.serving import ReadyServer, run_until_stopped, write_json_atomically
-from devserver.session import cloud_file, load_or_create, state_dir
+from devserver.session import LiveSession, cloud_file, load_or_create, state_dir
 from devserver.terminal import Terminal
 
 CLOUD_START_TIMEOUT_S = 60.0
@@ -31,6 +32,10 @@ class DevCommand:
     host: str = "127.0.0.1"
     port: int | None = None  # default: the config's dashboard port
     ready_file: Path | None = None  # once listening, write the dashboard URL and cloud info here
+    aws: bool = False  # `aws up` on start, `aws down` on stop
+    aws_options: dict[str, Any] | None = None  # UpOptions fields for `aws up` (--auth, --vpc, --timeout...)
+    profile: str | None = None
+    region: str | None = None
 
 
 class CloudFailed(RuntimeError):
@@ -82,21 +87,29 @@ def _die_with_parent() -> None:
 
 
 def run(cmd: DevCommand) -> int:
-    from devserver.dev import DevServer, DevSettings, create_app, endpoint_for, read_cloud_info
+    from devserver.dev import DevServer, DevSettings, create_app, endpoint_for, read_aws_info, read_cloud_info
 
     terminal = Terminal()
     app = load_config(cmd.app_dir)
     session = load_or_create(app.root, app.app, app.stage)
     cloud_proc = None
+    attached = None
     try:
         if cmd.cloud:
             cloud_proc, info = start_cloud(app, cmd.cloud_port, terminal, cmd.cloud_concurrency)
+        elif cmd.aws:
+            attached = _aws_up(app, session, cmd, terminal)
+            if attached is None:
+                return 1
+            info = None
         else:
-            info = read_cloud_info(app.root)
-            if app.endpoint.mode == "local" and info is None:
+            # after `livelambda aws up`, its API; else the app's running `livelambda cloud`
+            info = None if read_aws_info(app.root) is not None else read_cloud_info(app.root)
+            if app.endpoint.mode == "local" and info is None and read_aws_info(app.root) is None:
                 terminal.info(
                     "[red]livelambda cloud is not running for this app.[/red] Start it with "
-                    f"`livelambda cloud --app {cmd.app_dir} --live`, or run `livelambda dev --cloud`."
+                    f"`livelambda cloud --app {cmd.app_dir} --live`, or run `livelambda dev --cloud`, or "
+                    "attach your deployed functions with `livelambda dev --aws`."
                 )
                 return 2
         endpoint = endpoint_for(app, info)
@@ -122,7 +135,65 @@ def run(cmd: DevCommand) -> int:
     finally:
         if cloud_proc is not None:
             stop_process(cloud_proc, group=True)
+        if attached is not None:
+            _aws_down(app, session.id, cmd, terminal)
         terminal.info("[dim]livelambda dev: stopped[/dim]")
+
+
+def _aws_up(app: AppConfig, session: LiveSession, cmd: DevCommand, terminal: Terminal) -> list[str] | None:
+    """`livelambda aws up` for the app; the functions now live, or None when none is (said why)."""
+    from devserver.aws.context import AwsContext
+    from devserver.aws.up import Attach, UpOptions
+    from devserver.commands.aws import ConsoleProgress, summary
+
+    ctx = AwsContext(profile=cmd.profile, region=cmd.region or app.region)
+    options = UpOptions(production_stages=app.aws.production_stages, **(cmd.aws_options or {}))
+    terminal.info(f"[bold]livelambda aws up[/bold] — session {session.id}, {ctx.region}, auth {options.auth}")
+    progress = ConsoleProgress(terminal.console)
+    try:
+        result = Attach(ctx, app, session, options, progress).run()
+    except Exception as exc:  # what AWS refused before any function was switched
+        terminal.info(f"[red]livelambda aws up failed: {exc}[/red]")
+        _aws_down(app, session.id, cmd, terminal)
+        return None
+    finally:
+        progress.close()
+    summary(terminal.console, result.results, "live mode")
+    live = [r.function for r in result.results if r.status in ("live", "already live")]
+    if not live:
+        terminal.info("[red]No function was switched to live mode[/red] (see above); nothing to serve.")
+        _aws_down(app, session.id, cmd, terminal)
+        return None
+    terminal.info(
+        f"If this process is killed hard, `livelambda aws down --app {cmd.app_dir}` puts the functions back."
+    )
+    return live
+
+
+def _aws_down(app: AppConfig, session: str, cmd: DevCommand, terminal: Terminal) -> None:
+    from devserver.aws.context import AwsContext
+    from devserver.aws.down import Detach, DownOptions
+    from devserver.commands.aws import ConsoleProgress, summary
+
+    terminal.info("[dim]putting the functions back (livelambda aws down) ...[/dim]")
+    ctx = AwsContext(profile=cmd.profile, region=cmd.region or app.region)
+    progress = ConsoleProgress(terminal.console)
+    try:
+        result = Detach(ctx, session, DownOptions(), progress, app.root).run()
+    except Exception as exc:  # the terminal must say what to run, whatever AWS answered
+        terminal.info(
+            f"[red]could not put the functions back: {exc}[/red]; "
+            f"run `livelambda aws down --app {cmd.app_dir}`"
+        )
+        return
+    finally:
+        progress.close()
+    summary(terminal.console, result.results, "put back")
+    if not result.ok:
+        terminal.info(
+            "[red]Some functions were not put back[/red]; see above, then "
+            f"`livelambda aws down --app {cmd.app_dir}`"
+        )
 
 
 def _banner(
