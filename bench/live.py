@@ -200,9 +200,12 @@ class Started:
         return self.proc.pid
 
 
-def start_dev(workdir: Path) -> Started:
-    """`livelambda dev APP --cloud`: the dev server, and the live cloud as its child."""
-    app = write_app(workdir / "live-app", "benchlive")
+def start_dev(workdir: Path, app: Path | None = None) -> Started:
+    """`livelambda dev APP --cloud`: the dev server, and the live cloud as its child. `app`: an app
+    directory already written (by default this module's echo app, written under `workdir`). Stop it
+    with `stop_dev`, or use `running_dev`."""
+    if app is None:
+        app = write_app(workdir / "live-app", "benchlive")
     ready, log = workdir / "dev.json", workdir / "dev.log"
     args = [sys.executable, "-m", "devserver", "dev", str(app), "--cloud", "--cloud-port", "0",
             "--cloud-concurrency", str(CLOUD_CONCURRENCY), "--port", "0",
@@ -210,6 +213,21 @@ def start_dev(workdir: Path) -> Started:
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
     return Started(proc, _wait_ready(proc, ready, log, "livelambda dev --cloud"), log)
+
+
+def stop_dev(dev: Started) -> None:
+    """Stop `livelambda dev --cloud` as Ctrl+C does: its cloud, sandboxes and workers go with it."""
+    stop_process(dev.proc, signal.SIGINT, 20.0)
+
+
+@contextlib.contextmanager
+def running_dev(workdir: Path, app: Path | None = None) -> Iterator[Started]:
+    """`start_dev`, stopped again on the way out, whatever happens."""
+    dev = start_dev(workdir, app)
+    try:
+        yield dev
+    finally:
+        stop_dev(dev)
 
 
 def start_plain_cloud(workdir: Path) -> Started:
