@@ -200,19 +200,23 @@ class Started:
         return self.proc.pid
 
 
-def start_dev(workdir: Path, app: Path | None = None) -> Started:
+def start_dev(
+    workdir: Path, app: Path | None = None, *, cloud: bool = True, env: dict[str, str] | None = None
+) -> Started:
     """`livelambda dev APP --cloud`: the dev server, and the live cloud as its child. `app`: an app
     directory already written (by default this module's echo app, written under `workdir`). Stop it
-    with `stop_dev`, or use `running_dev`."""
+    with `stop_dev`, or use `running_dev`. `cloud=False`: the dev server alone, connecting where the
+    app's config says; `env`: added to its environment."""
     if app is None:
         app = write_app(workdir / "live-app", "benchlive")
     ready, log = workdir / "dev.json", workdir / "dev.log"
-    args = [sys.executable, "-m", "devserver", "dev", str(app), "--cloud", "--cloud-port", "0",
-            "--cloud-concurrency", str(CLOUD_CONCURRENCY), "--port", "0",
-            "--ready-file", str(ready)]  # fmt: skip
+    args = [sys.executable, "-m", "devserver", "dev", str(app), "--port", "0", "--ready-file", str(ready)]
+    if cloud:
+        args += ["--cloud", "--cloud-port", "0", "--cloud-concurrency", str(CLOUD_CONCURRENCY)]
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
-    return Started(proc, _wait_ready(proc, ready, log, "livelambda dev --cloud"), log)
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**_env(), **(env or {})},
+                                cwd=REPO)  # fmt: skip
+    return Started(proc, _wait_ready(proc, ready, log, "livelambda dev" + (" --cloud" if cloud else "")), log)
 
 
 def stop_dev(dev: Started) -> None:
@@ -221,9 +225,11 @@ def stop_dev(dev: Started) -> None:
 
 
 @contextlib.contextmanager
-def running_dev(workdir: Path, app: Path | None = None) -> Iterator[Started]:
+def running_dev(
+    workdir: Path, app: Path | None = None, *, cloud: bool = True, env: dict[str, str] | None = None
+) -> Iterator[Started]:
     """`start_dev`, stopped again on the way out, whatever happens."""
-    dev = start_dev(workdir, app)
+    dev = start_dev(workdir, app, cloud=cloud, env=env)
     try:
         yield dev
     finally:
@@ -232,12 +238,21 @@ def running_dev(workdir: Path, app: Path | None = None) -> Iterator[Started]:
 
 def start_plain_cloud(workdir: Path) -> Started:
     """`livelambda cloud --app APP` without --live: the handler runs in the cloud's sandbox."""
-    app = write_app(workdir / "plain-app", "benchplain")
-    ready, log = workdir / "plain.json", workdir / "plain.log"
-    args = [sys.executable, "-m", "devserver", "cloud", "--app", str(app), "--port", "0",
-            "--api-key", "da2-" + secrets.token_hex(13), "--ready-file", str(ready)]  # fmt: skip
+    return start_cloud(workdir, write_app(workdir / "plain-app", "benchplain"), name="plain")
+
+
+def start_cloud(
+    workdir: Path, app: Path, *args: str, name: str = "cloud", env: dict[str, str] | None = None
+) -> Started:
+    """`livelambda cloud --app APP --port 0 [ARGS...]` (a fresh API key unless ARGS give one), its
+    ready file and log `<name>.json` / `<name>.log` in `workdir`; `env`: added to its environment."""
+    ready, log = workdir / f"{name}.json", workdir / f"{name}.log"
+    key = [] if "--api-key" in args else ["--api-key", "da2-" + secrets.token_hex(13)]
+    cmd = [sys.executable, "-m", "devserver", "cloud", "--app", str(app), "--port", "0", *key,
+           "--ready-file", str(ready), *args]  # fmt: skip
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**_env(), **(env or {})},
+                                cwd=REPO)  # fmt: skip
     return Started(proc, _wait_ready(proc, ready, log, "livelambda cloud"), log)
 
 
@@ -357,13 +372,15 @@ def roles_of(dev: Started, plain: Started | None = None, relay: Relay | None = N
 
 
 # ------------------------------------------------------------------------------------------ 1. latency
-def lambda_client(host: str) -> Any:
+def lambda_client(host: str, *, scheme: str = "http", verify: str | None = None) -> Any:
+    """boto3's Lambda client for the cloud at `host`; `verify`: the CA file of an https cloud."""
     import boto3
     from botocore.config import Config
 
     return boto3.client(
         "lambda",
-        endpoint_url=f"http://{host}",
+        endpoint_url=f"{scheme}://{host}",
+        verify=verify,
         region_name="us-east-1",
         aws_access_key_id="bench",
         aws_secret_access_key="bench",

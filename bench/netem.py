@@ -2,6 +2,7 @@
 
     proxy = DelayProxy("127.0.0.1", 8080, one_way_delay_s=0.025)   # 50 ms RTT
     port = await proxy.start()          # listens on 127.0.0.1:<port>, forwards to 127.0.0.1:8080
+                                        # (listen_port=: a given one, e.g. the target's own port)
     ...
     await proxy.close()
 
@@ -11,15 +12,18 @@
 The link. Every chunk read from one side is written to the other `one_way_delay_s` after it was read,
 in order; chunks in flight overlap (a queue with each chunk's delivery time, not a sleep per chunk,
 so delays never add up serially). With `rate_bytes_per_s` each direction is also a serial line of that
-rate: a chunk starts only when the previous one has left, and takes len/rate to leave (`schedule`, a
-pure function, is the whole model). A half-close (EOF) travels like a chunk; a reset, or an error on
-either socket, resets both sides at once.
+rate, shared by all the proxy's connections as one link's bandwidth is: a chunk starts only when the
+previous one (of any connection) has left, and takes len/rate to leave (`schedule`, a pure function, is
+the whole model). The rate may be changed between runs (`proxy.rate_bytes_per_s = ...`). A half-close
+(EOF) travels like a chunk; a reset, or an error on either socket, resets both sides at once;
+`drop_connections()` resets every open connection, as a server or a NAT dropping them would.
 
 The handshake. On loopback the kernel completes a client's connect() at once, before the proxy even
 accepts, so per-chunk delays alone would make a new connection free. On a real link SYN and SYN-ACK
 cost one round trip before the first byte can leave; so, with `handshake=True` (the default), nothing
-leaves in either direction before accept + 2 x one_way_delay_s. A new connection thus costs one RTT
-more than a request on a warm one, as it does over a WAN. TLS passes through untouched (bytes are bytes).
+is read in either direction before accept + 2 x one_way_delay_s. A new connection thus costs one RTT
+more than a request on a warm one, as it does over a WAN. TLS passes through untouched (bytes are bytes):
+its own handshake costs its round trips through the delays, one more for TLS 1.3.
 
 The buffers between the sides are unbounded (a link with an infinite queue): fine for benchmark
 payloads, not a model of TCP's window.
@@ -32,13 +36,14 @@ import contextlib
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 __all__ = ["Counters", "DelayProxy", "Slot", "running_proxy", "schedule"]
 
 READ_SIZE = 64 * 1024
+T = TypeVar("T")
 _EOF = b""  # queued like a chunk: the half-close travels in order, with the same delay
 
 
@@ -101,12 +106,28 @@ class DelayProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._line_free_at = {True: 0.0, False: 0.0}  # per direction (upstream?): the shared line
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def start(self) -> int:
-        """Listen on 127.0.0.1 (a free port); return the port."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, listen_port: int = 0) -> int:
+        """Listen on 127.0.0.1:`listen_port` (0: a free port); return the port."""
+        self._loop = asyncio.get_running_loop()
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", listen_port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
+
+    async def drop_connections(self) -> int:
+        """Reset every open connection, both sides, as a server or a NAT dropping them would, and
+        return once they are gone (how many there were); keep listening."""
+        tasks = list(self._connections)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return len(tasks)
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the proxy's loop from another thread (running_proxy's callers); its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
 
     async def close(self) -> None:
         """Stop listening and reset every open connection."""
@@ -158,9 +179,9 @@ class DelayProxy:
         up: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         down: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         tasks = [
-            asyncio.ensure_future(self._read(client_r, up, opens_at)),
+            asyncio.ensure_future(self._read(client_r, up, opens_at, upstream=True)),
             asyncio.ensure_future(self._write(up, target_w, upstream=True)),
-            asyncio.ensure_future(self._read(target_r, down, opens_at)),
+            asyncio.ensure_future(self._read(target_r, down, opens_at, upstream=False)),
             asyncio.ensure_future(self._write(down, client_w, upstream=False)),
         ]
         try:
@@ -172,20 +193,28 @@ class DelayProxy:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _read(
-        self, source: asyncio.StreamReader, queue: asyncio.Queue[tuple[float, bytes]], opens_at: float
+        self,
+        source: asyncio.StreamReader,
+        queue: asyncio.Queue[tuple[float, bytes]],
+        opens_at: float,
+        *,
+        upstream: bool,
     ) -> None:
         loop = asyncio.get_running_loop()
-        link_free_at = opens_at
+        # Until the handshake's round trip is over, bytes wait in the socket: read now, they would
+        # hold the shared line from `opens_at` on against the other connections' chunks.
+        while (wait := opens_at - loop.time()) > 0:
+            await asyncio.sleep(wait)
         while True:
             chunk = await source.read(READ_SIZE)
             slot = schedule(
                 loop.time(),
                 len(chunk),
-                link_free_at,
+                self._line_free_at[upstream],
                 one_way_delay_s=self.one_way_delay_s,
                 rate_bytes_per_s=self.rate_bytes_per_s,
             )
-            link_free_at = slot.link_free_at
+            self._line_free_at[upstream] = slot.link_free_at
             queue.put_nowait((slot.deliver_at, chunk))
             if chunk == _EOF:
                 return
@@ -229,11 +258,13 @@ def running_proxy(
     one_way_delay_s: float,
     rate_bytes_per_s: float | None = None,
     handshake: bool = True,
+    listen_port: int = 0,
 ) -> Iterator[DelayProxy]:
     """A DelayProxy on its own event loop in a background thread, for synchronous callers.
 
-    Yields the started proxy: connect to 127.0.0.1:`proxy.port`; read `proxy.counters` (plain ints,
-    updated by the proxy's thread) at any time.
+    Yields the started proxy: connect to 127.0.0.1:`proxy.port` (`listen_port`, or a free one); read
+    `proxy.counters` (plain ints, updated by the proxy's thread) at any time; run its coroutines with
+    `proxy.call(...)`, e.g. `proxy.call(proxy.drop_connections())`.
     """
     proxy = DelayProxy(
         target_host,
@@ -246,7 +277,7 @@ def running_proxy(
     thread = threading.Thread(target=loop.run_forever, name=f"netem-{target_port}", daemon=True)
     thread.start()
     try:
-        asyncio.run_coroutine_threadsafe(proxy.start(), loop).result()
+        asyncio.run_coroutine_threadsafe(proxy.start(listen_port), loop).result()
         yield proxy
     finally:
         with contextlib.suppress(Exception):

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from devserver.executed import ExecutedLog
+from devserver.rejections import RejectionSummary
+from devserver.runtime.logs import without_error_report
 from stub_runtime import live_protocol as lp
 from stub_runtime.appsync.auth import ApiKeyAuth, IamAuth
 from stub_runtime.appsync.client import AppSyncEventsClient, PublishResult
@@ -95,8 +98,12 @@ class Bridge:
         ack_delay_s: float = lp.ACK_DELAY_S,
         on_state: Callable[[ConnectionState], Any] | None = None,
         on_published: Callable[[str, float], Any] | None = None,
+        executed: ExecutedLog | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.executed = executed  # invocations run before, across restarts (None: this process only)
+        self.rejections = RejectionSummary()
+        self._summary_timer: asyncio.TimerHandle | None = None
         self.session = session
         self.secret = secret
         self._execute = execute
@@ -139,7 +146,7 @@ class Bridge:
         try:
             message = self.reassembler.feed(event, int(now * 1000))
         except EnvelopeRejected as exc:
-            log.warning("dropped a message on %s: %s", channel, exc)
+            self._say_rejected(exc.reason, f"on {channel}: {exc}")
             return
         if message is None:
             return
@@ -153,6 +160,45 @@ class Bridge:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _say_rejected(self, reason: str, detail: str) -> None:
+        """One line for the first of each reason, then a summary now and then (see rejections.py)."""
+        now = time.monotonic()
+        line = self.rejections.rejected(reason, detail, now)
+        if line is not None:
+            log.warning("%s", line)
+        if self.rejections.pending and self._summary_timer is None:
+            delay = max(0.0, self.rejections.due_at() - now)
+            self._summary_timer = asyncio.get_running_loop().call_later(delay, self._flush_rejections)
+
+    def _flush_rejections(self) -> None:
+        self._summary_timer = None
+        line = self.rejections.flush(time.monotonic())
+        if line is not None:
+            log.warning("%s", line)
+
+    def _refusal(self, rid: str, body: dict[str, Any], now_ms: int) -> str | None:
+        """Why this invocation must not run, counted (its deadline has passed, or this app's dev server
+        ran it before a restart); None when it may, and then it is recorded as run before it runs."""
+        context = body.get("context") if isinstance(body.get("context"), dict) else {}
+        deadline_ms = context.get("deadline_ms") if isinstance(context.get("deadline_ms"), int) else 0
+        if deadline_ms and deadline_ms <= now_ms:
+            detail = f"invocation {rid} arrived {now_ms - deadline_ms} ms after its deadline; not run"
+            self.reassembler.count_rejection(now_ms, "expired", detail)
+            self._say_rejected("expired", detail)
+            return f"it reached the dev server {now_ms - deadline_ms} ms after its deadline; it was not run"
+        if self.executed is None:
+            return None
+        if rid in self.executed:
+            detail = f"invocation {rid} was run by this app's dev server before it restarted; not run again"
+            self.reassembler.count_rejection(now_ms, "replay", detail)
+            self._say_rejected("replay", detail)
+            return (
+                "the dev server had received this invocation before it restarted, so the handler may "
+                "have run there; it is not run twice"
+            )
+        self.executed.record(rid, (deadline_ms or now_ms) + self.reassembler.max_skew_ms, now_ms)
+        return None
+
     async def _handle(self, message: Message, received_ms: float) -> None:
         rid, sandbox = message.invocation_id, message.sandbox_id
         entry = self._entries.get(rid)
@@ -163,6 +209,10 @@ class Bridge:
             await self._reply(sandbox, rid, lp.ACK, {"duplicate": True})
             if entry.result is not None:
                 await self._reply(sandbox, rid, lp.RESULT, entry.result)
+            return
+        refused = self._refusal(rid, message.body if isinstance(message.body, dict) else {}, int(received_ms))
+        if refused is not None:
+            await self._reply(sandbox, rid, lp.REJECT, {"message": refused})
             return
         entry = _Entry(sandbox)
         self._entries[rid] = entry
@@ -201,7 +251,7 @@ class Bridge:
         if self._on_published is not None:
             self._on_published(rid, published_ms)
 
-    def answer(self, rid: str, status: str, payload: bytes) -> bool:
+    def answer(self, rid: str, status: str, payload: bytes, logs: str = "") -> bool:
         """The local runtime just answered `rid`: publish the result now, from inside the Runtime API's
         callback, before the outcome's bookkeeping and a loop step sooner than `_handle` would. False
         when that cannot be done here (not a live invocation, no connection): `_handle` publishes it."""
@@ -209,7 +259,7 @@ class Bridge:
         client = self.connection.client
         if entry is None or entry.result is not None or client is None or not client.is_open:
             return False
-        result = result_body(status, payload)
+        result = result_body(status, payload, logs)
         published_ms = time.time() * 1000
         try:
             self._publish(client, entry.sandbox_id, rid, lp.RESULT, result)
@@ -313,14 +363,32 @@ def livelambda_error(error_type: str, message: str) -> dict[str, Any]:
     }
 
 
-def result_body(status: str, payload: bytes) -> dict[str, Any]:
-    """The result message for a runner outcome (payload: the response JSON, or Lambda's error JSON)."""
+def result_body(status: str, payload: bytes, logs: str = "") -> dict[str, Any]:
+    """The result message for a runner outcome (payload: the response JSON, or Lambda's error JSON;
+    `logs`: the handler's output, whose end goes with it)."""
     try:
         value = json.loads(payload) if payload else None
     except ValueError:
         value = payload.decode("utf-8", "replace")
     if status == "ok":
-        return {"status": "ok", "response": value}
-    if not isinstance(value, dict):
-        value = {"errorType": "Runtime.Unknown", "errorMessage": str(value), "stackTrace": []}
-    return {"status": status, "error": value}
+        body: dict[str, Any] = {"status": "ok", "response": value}
+    else:
+        if not isinstance(value, dict):
+            value = {"errorType": "Runtime.Unknown", "errorMessage": str(value), "stackTrace": []}
+        body = {"status": status, "error": value}
+        if logs:  # the stub's runtime reports the error itself
+            logs = without_error_report(logs, value)
+    if logs:
+        body["logs"] = output_tail(logs)
+    return body
+
+
+def output_tail(text: str, limit: int = lp.RESULT_LOG_BYTES) -> str:
+    """The last `limit` bytes of `text`, from a line's start, said to be cut when it is."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    tail = data[-limit:].decode("utf-8", "ignore")
+    tail = tail.split("\n", 1)[1] if "\n" in tail[:-1] else tail
+    cut = len(data) - len(tail.encode())
+    return f"[livelambda: {cut} bytes of the handler's output cut here; `livelambda dev` shows all]\n{tail}"

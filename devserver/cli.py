@@ -7,12 +7,22 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
+
+from devserver.usage import USAGE_EXIT, at_least_one, port_number, positive_seconds
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line saying what to do (argparse would print the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_EXIT, f"{self.prog}: {message}; see `{self.prog} --help`\n")
 
 
 def _add_cloud(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cloud", help="run the AppSync Events + Lambda emulators on loopback (no AWS account)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8790)
+    p.add_argument("--port", type=port_number, default=8790, help="default: 8790; 0: any free port")
     p.add_argument("--api-key", help="API key clients must present (default: a fresh random key)")
     p.add_argument(
         "--iam-credentials",
@@ -22,8 +32,14 @@ def _add_cloud(sub: argparse._SubParsersAction) -> None:
         help="accept SigV4 (AWS_IAM) requests signed with these credentials; repeatable",
     )
     p.add_argument("--region", default="us-east-1")
-    p.add_argument("--ka-interval", type=float, default=60.0, help="seconds between keep-alive frames")
-    p.add_argument("--app", type=Path, help="app directory whose functions the Lambda emulator serves")
+    p.add_argument(
+        "--ka-interval", type=positive_seconds, default=60.0, help="seconds between keep-alive frames"
+    )
+    p.add_argument(
+        "--app",
+        type=Path,
+        help="app directory whose functions the Lambda emulator serves (default: ., when it has a config)",
+    )
     p.add_argument(
         "--live",
         action="store_true",
@@ -35,18 +51,49 @@ def _add_cloud(sub: argparse._SubParsersAction) -> None:
         help="once listening, write the endpoints, port and API key to this file as JSON (for tests)",
     )
     p.add_argument(
-        "--concurrency", type=int, metavar="N", help="sandboxes a function may run at once (default: 10)"
+        "--concurrency",
+        type=at_least_one,
+        metavar="N",
+        help="sandboxes a function may run at once (default: 10)",
+    )
+    p.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve https/wss with this PEM certificate")
+    p.add_argument("--tls-key", type=Path, metavar="FILE", help="the certificate's PEM private key")
+    p.add_argument(
+        "--live-auth",
+        choices=("api-key", "iam"),
+        default="api-key",
+        help="how the live stubs sign (iam: with the first --iam-credentials, as `aws up --auth iam`)",
     )
 
 
 def _run_cloud(args: argparse.Namespace) -> int:
     from devserver.cloud.options import CloudOptions, IamCredentials
+    from devserver.config import find_config, load_config
+    from devserver.usage import UsageError, check_app_dir, check_can_listen
 
     try:
         creds = tuple(IamCredentials.parse(c) for c in args.iam_credentials)
     except ValueError as exc:
         print(f"livelambda cloud: {exc}", file=sys.stderr)
         return 2
+    if args.app is None and find_config(Path.cwd()) is not None:
+        args.app = Path.cwd()  # run in an app's directory: that app
+    if args.app is not None:
+        check_app_dir(args.app, "--app")
+        load_config(args.app)  # a mistake in it is one line now, before a layer is built or a port bound
+    elif args.live:
+        raise UsageError(
+            "--live needs an app: run it in the app's directory (the one holding livelambda.toml) "
+            "or pass --app DIR"
+        )
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    for flag, tls_file in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if tls_file is not None and not tls_file.is_file():
+            raise UsageError(f"{flag} {tls_file}: no such file")
+    if args.live_auth == "iam" and not creds:
+        raise UsageError("--live-auth iam needs --iam-credentials (the stubs sign with the first)")
+    check_can_listen(args.host, args.port, port_flag="--port", host_flag="--host")
     from devserver.cloud.server import serve
 
     ready_file = args.ready_file
@@ -67,6 +114,9 @@ def _run_cloud(args: argparse.Namespace) -> int:
         ka_interval_s=args.ka_interval,
         app_dir=args.app,
         live=args.live,
+        live_auth=args.live_auth.replace("-", "_"),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         extra=extra,
     )
     return serve(options)
@@ -76,9 +126,11 @@ def _add_dev(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dev", help="run the dev server: live invocations run your code here")
     p.add_argument("app", nargs="?", type=Path, default=Path("."), help="the app directory (default: .)")
     p.add_argument("--cloud", action="store_true", help="also start `livelambda cloud --live` for the app")
-    p.add_argument("--cloud-port", type=int, default=8790)
-    p.add_argument("--cloud-concurrency", type=int, metavar="N", help="`livelambda cloud --concurrency N`")
-    p.add_argument("--port", type=int, help="dashboard port (default: the config's, 8791)")
+    p.add_argument("--cloud-port", type=port_number, default=8790)
+    p.add_argument(
+        "--cloud-concurrency", type=at_least_one, metavar="N", help="`livelambda cloud --concurrency N`"
+    )
+    p.add_argument("--port", type=port_number, help="dashboard port (default: the config's, 8791)")
     p.add_argument("--ready-file", type=Path, help="once listening, write the dashboard URL here as JSON")
     p.add_argument(
         "--aws",
@@ -128,7 +180,10 @@ def _add_invoke(sub: argparse._SubParsersAction) -> None:
 
 def _run_invoke(args: argparse.Namespace) -> int:
     from devserver.commands.invoke import run
+    from devserver.usage import check_app_dir
 
+    if args.app is not None:
+        check_app_dir(args.app, "--app")
     return run(args.function, args.payload, app_dir=args.app, url=args.endpoint_url, region=args.region)
 
 
@@ -263,9 +318,12 @@ def _run_aws(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="livelambda", description="Run your deployed AWS Lambda functions' code on this machine, live."
     )
+    from devserver.version import VersionAction
+
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_cloud(sub)
     _add_dev(sub)

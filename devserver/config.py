@@ -17,10 +17,14 @@ api_key = "da2-..."
 port = 8791
 keep = 500                    # invocations kept in memory
 
+[watch]                       # which saves below a function's source reload it (globs)
+include = ["*.py", "*.json", "templates/*.html"]   # default: DEFAULT_WATCH_INCLUDE (code, data files)
+exclude = ["*.log", "*.db", "cache"]               # default: DEFAULT_WATCH_EXCLUDE (logs, SQLite, .cache)
+
 [functions.hello]
 handler = "hello.handler"     # module.function, required
 source = "."                  # directory of the code, relative to the app root
-python = ".venv"              # interpreter or virtualenv; default: the interpreter running livelambda
+python = ".venv"              # interpreter or virtualenv; default: the app's own, .livelambda/venv
 timeout = 3                   # seconds, at most 900
 memory = 128                  # MB
 environment = { GREETING = "hi" }
@@ -33,7 +37,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +49,9 @@ from stub_runtime.errors import LivelambdaError
 
 CONFIG_FILE = "livelambda.toml"
 PYPROJECT_FILE = "pyproject.toml"
+# The virtualenv of functions without a `python` key: Lambda's runtime packages + what the app
+# declares, made before workers start (devserver/runtime/app_env.py).
+APP_ENV_DIR = Path(".livelambda") / "venv"
 
 DEFAULT_LOCAL_HTTP_URL = "http://127.0.0.1:8790/event"
 DEFAULT_DASHBOARD_PORT = 8791
@@ -56,7 +62,17 @@ DEFAULT_MEMORY_MB = 128
 MIN_MEMORY_MB = 128
 MAX_MEMORY_MB = 10_240
 
-_TOP_KEYS = ("app", "stage", "region", "endpoint", "dashboard", "aws", "functions")
+_TOP_KEYS = ("app", "stage", "region", "endpoint", "dashboard", "aws", "watch", "functions")
+_WATCH_KEYS = ("include", "exclude")
+# What a save below a function's source must match to reload it (globs; see devserver/watch_filter.py):
+# the code and the data files shipped with it, not what the code itself writes there.
+DEFAULT_WATCH_INCLUDE = (
+    "*.py", "*.json", "*.yaml", "*.yml", "*.toml", "*.ini", "*.cfg", "*.env", "*.txt", "*.csv",
+    "*.tsv", "*.xml", "*.html", "*.htm", "*.jinja", "*.jinja2", "*.j2", "*.sql", "*.graphql", "*.so",
+)  # fmt: skip
+DEFAULT_WATCH_EXCLUDE = (
+    "*.log", "*.log.[0-9]*", "*.db", "*.sqlite*", "*-journal", "*-wal", "*-shm", ".cache",
+)  # fmt: skip
 _AWS_KEYS = ("production_stages",)
 DEFAULT_PRODUCTION_STAGES = ("prod", "production", "prd")
 _ENDPOINT_KEYS = ("mode", "http_url", "realtime_url", "auth", "api_key")
@@ -124,6 +140,12 @@ class AwsConfig:
 
 
 @dataclass(frozen=True)
+class WatchConfig:
+    include: tuple[str, ...] = DEFAULT_WATCH_INCLUDE
+    exclude: tuple[str, ...] = DEFAULT_WATCH_EXCLUDE
+
+
+@dataclass(frozen=True)
 class FunctionConfig:
     name: str
     handler: str
@@ -133,6 +155,7 @@ class FunctionConfig:
     memory: int = DEFAULT_MEMORY_MB
     environment: Mapping[str, str] = field(default_factory=dict)
     deployed: str | None = None  # the deployed function's name or ARN, when not this function's name
+    app_env: Path | None = None  # no `python` key: the app root whose APP_ENV_DIR `python` is in
 
 
 @dataclass(frozen=True)
@@ -145,6 +168,7 @@ class AppConfig:
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     aws: AwsConfig = field(default_factory=AwsConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
     functions: Mapping[str, FunctionConfig] = field(default_factory=dict)
 
     def deployed_name(self, function: FunctionConfig) -> str:
@@ -296,6 +320,7 @@ class _Parser:
             endpoint=self.endpoint(self.table(data, "endpoint")),
             dashboard=self.dashboard(self.table(data, "dashboard")),
             aws=self.aws(self.table(data, "aws")),
+            watch=self.watch(self.table(data, "watch")),
             functions=functions,
         )
 
@@ -359,6 +384,19 @@ class _Parser:
             )
         return AwsConfig(production_stages=tuple(stages))
 
+    def watch(self, data: Mapping[str, Any]) -> WatchConfig:
+        self.check_keys(data, _WATCH_KEYS, "watch.")
+        lists: dict[str, tuple[str, ...]] = {}
+        for key, default in (("include", DEFAULT_WATCH_INCLUDE), ("exclude", DEFAULT_WATCH_EXCLUDE)):
+            value = data.get(key, list(default))
+            if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value):
+                raise self.fail(
+                    f"watch.{key}",
+                    f'must be a list of glob patterns, e.g. ["*.py", "templates/*.html"], got {_show(value)}',
+                )
+            lists[key] = tuple(p.strip() for p in value)
+        return WatchConfig(include=lists["include"], exclude=lists["exclude"])
+
     def function(self, name: str, data: Any) -> FunctionConfig:
         where = f"functions.{name}."
         if not _FUNCTION_NAME_RE.match(name):
@@ -392,6 +430,7 @@ class _Parser:
             memory=self.memory(data, where),
             environment=self.environment(data, where),
             deployed=self.deployed(data, where),
+            app_env=self.root if data.get("python") is None else None,
         )
 
     def deployed(self, data: Mapping[str, Any], where: str) -> str | None:
@@ -407,7 +446,7 @@ class _Parser:
     def python(self, data: Mapping[str, Any], where: str) -> Path:
         text = self.string(data, "python", where)
         if text is None:
-            return Path(sys.executable)
+            return self.root / APP_ENV_DIR / "bin" / "python"  # made before workers start
         path = (self.root / Path(text).expanduser()).absolute()
         if path.is_dir():
             for candidate in (

@@ -15,22 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from rich.markup import escape
 
 from devserver.bridge import Bridge, Endpoint, LiveInvocation, livelambda_error, result_body
 from devserver.config import AppConfig, FunctionConfig
 from devserver.dashboard import create_dashboard_router
+from devserver.executed import ExecutedLog
 from devserver.invocations import InvocationRecord, InvocationStore
+from devserver.live_budget import LiveBudget, live_budget, raise_timeout_hint
 from devserver.runner import Runner, UnknownFunction
+from devserver.runtime import app_env
 from devserver.runtime.invocation import InvocationRequest
-from devserver.session import LiveSession, aws_file, cloud_file
+from devserver.save_report import SaveReporter
+from devserver.session import LiveSession, aws_file, cloud_file, state_dir
 from devserver.terminal import Terminal
 from devserver.triggers import guess_trigger
 from devserver.watcher import Watcher
 
 log = logging.getLogger("livelambda.dev")
-
-# The local run must end early enough for its result to cross back before the stub's own deadline.
-_RETURN_TRIP_MS = 400
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,10 @@ class DevServer:
             self.execute,
             on_state=self.terminal.connection,
             on_published=self._published,
+            executed=ExecutedLog(state_dir(settings.app.root) / "executed.log", int(time.time() * 1000)),
         )
         self.watcher = Watcher(settings.app, on_change=self._on_change)
+        self.saves = SaveReporter(self.runner, self.terminal, settings.app.root, settings.app.path.name)
         self._tasks: list[asyncio.Task[Any]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -70,10 +74,14 @@ class DevServer:
         await self.runner.start()
         self._tasks.append(asyncio.ensure_future(self.bridge.run()))
         self._tasks.append(asyncio.ensure_future(self.watcher.run()))
+        await self.watcher.wait_watching()  # serve only once a save is seen, even one made right away
 
     async def stop(self) -> None:
         await self.watcher.close()
+        await self.saves.close()
         await self.bridge.close()
+        if self.bridge.executed is not None:
+            self.bridge.executed.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -119,15 +127,33 @@ class DevServer:
         record.function = function.name
         if inv.hello:
             self._apply_hello(function.name, inv.hello)
+        budget = self._budget(function, record.deadline_ms, ctx.get("timeout_ms"), inv.sent_ms)
+        if budget is not None:
+            record.timeout_s, record.timeout_note = budget.seconds, budget.note
         request = InvocationRequest(
             payload=json.dumps(inv.event).encode(),
             request_id=inv.request_id,
-            deadline_ms=record.deadline_ms - _RETURN_TRIP_MS if record.deadline_ms else None,
+            deadline_ms=budget.deadline_ms if budget else None,
+            timeout_s=budget.seconds if budget else None,
+            timeout_note=budget.note if budget else None,
             invoked_function_arn=ctx.get("invoked_function_arn") or None,
             client_context=json.dumps(ctx["client_context"]) if ctx.get("client_context") else None,
             cognito_identity=json.dumps(ctx["identity"]) if ctx.get("identity") else None,
         )
         return await self._run(function, record, request)
+
+    def _budget(
+        self, function: FunctionConfig, deadline_ms: int, timeout_ms: Any, sent_ms: int
+    ) -> LiveBudget | None:
+        """The deployed function's timeout less the way back (None without a deadline). A stub that
+        does not say its timeout (an older layer) published when it got the invocation."""
+        if not deadline_ms:
+            return None
+        if not isinstance(timeout_ms, int) or timeout_ms <= 0:
+            timeout_ms = max(0, deadline_ms - sent_ms)
+        endpoint, config_file = self.settings.endpoint.realtime_url, self.app_config.path.name
+        hint = raise_timeout_hint(endpoint, function.name, config_file)
+        return live_budget(deadline_ms=deadline_ms, timeout_ms=timeout_ms, hint=hint)
 
     async def replay(self, invocation_id: str, event: Any | None) -> InvocationRecord:
         """Run a recorded invocation again, locally (same event, or the edited one)."""
@@ -145,6 +171,7 @@ class DevServer:
             trigger=guess_trigger(event),
             started_at=time.time(),
             deadline_ms=int((time.time() + function.timeout) * 1000),
+            timeout_s=function.timeout,  # not live: the function's whole timeout
             replay_of=invocation_id,
         )
         request = InvocationRequest(payload=json.dumps(event).encode(), request_id=request_id)
@@ -158,7 +185,7 @@ class DevServer:
         record.timings["started"] = time.time() * 1000
         outcome = await self.runner.invoke(function.name, request)
         record.timings.setdefault("finished", time.time() * 1000)  # (unless _answered stamped it)
-        body = result_body(outcome.status, outcome.payload)
+        body = result_body(outcome.status, outcome.payload, outcome.logs)
         error = body.get("error") or {}
         self.store.finish(
             record,
@@ -183,13 +210,13 @@ class DevServer:
         )
         self.terminal.invocation(record)
 
-    def _answered(self, request_id: str, status: str, payload: bytes) -> None:
+    def _answered(self, request_id: str, status: str, payload: bytes, logs: str) -> None:
         """The runtime just answered (the outcome's bookkeeping comes a loop step later): a live
         invocation's result goes out now."""
         record = self.store.get(request_id)
         if record is not None:
             record.timings["finished"] = time.time() * 1000
-        self.bridge.answer(request_id, status, payload)
+        self.bridge.answer(request_id, status, payload, logs)
 
     def _published(self, request_id: str, at_ms: float) -> None:
         record = self.store.get(request_id)
@@ -213,15 +240,42 @@ class DevServer:
                 self.terminal.info(f"[red]✗ {exc}[/red]  (keeping the last good configuration)")
                 return
             self.app_config = new
+            await self._refresh_env(new)  # a function that lost its `python` key needs the app's venv
             await self.runner.reload_config(new)
             self.watcher.update(new)
             self.terminal.info(f"↻ {new.path.name} reloaded")
             return
-        for name in sorted(functions):
-            await self.runner.reload_function(name)
+        restarted = await self._refresh_env(self.app_config)  # requirements.txt saved: a new venv
+        generations = {
+            name: await self.runner.reload_function(name) for name in sorted(functions - set(restarted))
+        }
+        generations.update({n: g for n, g in restarted.items() if n in functions})
+        self.saves.report(self.watcher.last_files, generations)  # one line, once the code has loaded
+
+    async def _refresh_env(self, app: AppConfig) -> dict[str, int]:
+        """When the app's declaration changed, make its venv again in a thread (the loop keeps
+        serving) and restart the functions that run in it; their new generations."""
+        if not app_env.uses_app_env(app) or await asyncio.to_thread(app_env.is_current, app.root):
+            return {}
+        try:
+            await asyncio.to_thread(app_env.ensure_app_env, app.root, self._progress)
+        except app_env.AppEnvError as exc:
+            self.terminal.info(f"[red]✗ {escape(str(exc))}[/red]")
+            return {}
+        restarted = {}
+        for name, runner in self.runner.functions.items():
+            if runner.function.app_env is not None:
+                generation = runner.environment_changed()
+                if generation is not None:
+                    restarted[name] = generation
+        return restarted
+
+    def _progress(self, line: str) -> None:
+        self.terminal.info(escape(line))
 
     def _on_reload(self, function: str, generation: int, error: str | None) -> None:
-        self.terminal.reload(function, generation, error)
+        if not self.saves.covers(function, generation):  # a save's own line says it
+            self.terminal.reload(function, generation, error)
 
     # ------------------------------------------------------------------ dashboard sources
     def functions(self) -> list[dict[str, Any]]:
@@ -247,6 +301,8 @@ def create_app(dev: DevServer) -> FastAPI:
         title="livelambda dev",
         description="The dev server's dashboard and its JSON API.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load their assets from a CDN: the dashboard serves /docs
+        redoc_url=None,
     )
     app.state.dev = dev
     app.include_router(create_dashboard_router(dev, stop=stop))

@@ -25,6 +25,8 @@ class InvocationRecord:
     started_at: float  # wall clock, seconds
     deadline_ms: int
     status: Status = "running"
+    timeout_s: float | None = None  # what the handler gets here (live: the function's, less the way back)
+    timeout_note: str | None = None  # why, when it is not the function's own timeout
     finished_at: float | None = None
     duration_ms: float | None = None
     response: Any = None

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from devserver.config import RESERVED_ENV, AppConfig, FunctionConfig
+from devserver.runtime import app_env
 from devserver.runtime.environment import (
     interpreter_version,
     lambda_environment,
@@ -255,7 +256,7 @@ class FunctionRunner:
         if self._closed:
             return
         self.generation = 1
-        problem = await asyncio.to_thread(missing_runtime, self.function.python)
+        problem = await self._runtime_problem()
         if problem is not None:  # no worker can start: say why once, and answer every invocation so
             self._set_result(1, ReloadError(1, RUNTIME_MISSING, problem, "", time.time()))
             return
@@ -267,6 +268,14 @@ class FunctionRunner:
             await launcher.start()
             if self._closed:  # closed while it started
                 await launcher.close()
+
+    async def _runtime_problem(self) -> str | None:
+        """Why no worker can start: the function's own venv (no `python` key) cannot be made, or its
+        interpreter cannot run awslambdaric. Both run in a thread: the loop keeps serving."""
+        problem = await app_env.prepare(self.function)
+        if problem is None:
+            problem = await asyncio.to_thread(missing_runtime, self.function.python)
+        return problem
 
     async def close(self) -> None:
         """Stop every worker (running invocations end as crashed) and the forkservers."""
@@ -296,7 +305,7 @@ class FunctionRunner:
         if task is None or not task.done() or task.cancelled() or task.exception() is not None:
             await self.start()  # (once started fine, skipped: a shield per invocation adds up)
         python = self.function.python
-        problem = None if runtime_known_good(python) else await asyncio.to_thread(missing_runtime, python)
+        problem = None if runtime_known_good(python) else await self._runtime_problem()
         if problem is not None:
             return RunOutcome(
                 request_id=request.request_id,
@@ -531,6 +540,18 @@ class FunctionRunner:
             self._launcher.set_env(self._forkserver_env())
         self.reload("configuration")
         return True
+
+    def environment_changed(self) -> int | None:
+        """The packages of the function's interpreter changed (its app env was made again): a new
+        forkserver, since the old one holds modules of the old packages, and a new generation."""
+        if self._closed or self._start_task is None:
+            return None
+        if self.launcher_choice == "fork":  # (also when none started: the environment was missing)
+            if isinstance(self._launcher, ForkLauncher):
+                self._old_launchers.append(self._launcher)
+            self._launcher = self._make_launcher()
+            self._spawn(self._launcher.start())  # type: ignore[union-attr]
+        return self.reload("environment reinstalled")
 
     def _retire_launchers(self) -> None:
         for launcher in list(self._old_launchers):

@@ -4,6 +4,7 @@ change concerns (several functions may share a directory) and whether the config
     watcher = Watcher(app, on_change=callback)   # callback(functions: set[str], config_changed: bool)
     task = asyncio.ensure_future(watcher.run())  # until close(); the callback may be async (awaited)
     await watcher.wait_watching()                # the watches are in place (tests, benchmarks)
+    watcher.last_files                           # in the callback: the files that changed
     watcher.update(new_app)                      # the configuration changed: watch what it names
     await watcher.close()
 
@@ -11,11 +12,11 @@ Latency: watchfiles with its defaults reports a save ~76 ms late; with `step=10`
 that ends a batch) and `debounce=15` ms (the longest a batch waits) it is ~15 ms, at under 1% of a
 core when idle.
 
-What is ignored: `__pycache__`, `.pyc`, editor swap, backup and lock files (vim, emacs, JetBrains,
-LibreOffice...), `.git` and other VCS directories, virtualenvs (`.venv`, `venv`), `node_modules`, tool
-caches, deployment build output (`.aws-sam`, `cdk.out`, `.serverless`) and livelambda's own state
-(`.livelambda`). Only the part of a path below the watched directory is checked, so an app that itself
-lives under, say, `~/.venv/` still works.
+Which changes reload (devserver/watch_filter.py): Python sources and the data files shipped with them
+(`[watch] include` / `exclude` in the configuration), never noise (bytecode, editor temporaries, VCS
+directories, virtualenvs, `.livelambda`...), nor the file this process's output goes to, nor a data
+file found open for writing by a handler (a worker: any descendant of this process) or by a process of
+its group (`| tee out.txt`). A new directory is watched, and the files already in it count as changed.
 
 A directory that holds a virtualenv is not watched recursively as a whole (inotify would put a watch on
 each of its thousands of directories): its files are watched directly, and each subdirectory that is
@@ -29,7 +30,6 @@ import contextlib
 import inspect
 import logging
 import os
-import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,74 +38,32 @@ from typing import Any
 from watchfiles import Change, awatch
 
 from devserver.config import AppConfig
+from devserver.watch_filter import (
+    IGNORED_DIRS,
+    ReloadFilter,
+    held_for_writing,
+    ignored,
+    is_python,
+    is_virtualenv,
+    own_output_files,
+)
+
+__all__ = ["IGNORED_DIRS", "WatchPlan", "Watcher", "ignored", "plan_watches"]
 
 log = logging.getLogger("livelambda.watcher")
+_NEW_DIR_FILES = 1000  # files of a new directory counted as changed, at most
 
 ChangeCallback = Callable[[set[str], bool], "Awaitable[Any] | Any"]
 
 DEFAULT_STEP_MS = 10
 DEFAULT_DEBOUNCE_MS = 15
 
-IGNORED_DIRS = frozenset(
-    {
-        "__pycache__",
-        ".git",
-        ".hg",
-        ".svn",
-        ".venv",
-        "venv",
-        ".tox",
-        ".nox",
-        "node_modules",
-        ".mypy_cache",
-        ".pytest_cache",
-        ".ruff_cache",
-        ".hypothesis",
-        ".idea",
-        ".vscode",
-        ".aws-sam",
-        "cdk.out",
-        ".serverless",
-        ".livelambda",
-        ".eggs",
-    }
-)
-IGNORED_NAMES = (
-    r"\.py[cod]$",  # bytecode
-    r"\.sw[a-p]$",  # vim swap files (.swp, .swo, ...)
-    r"^4913$",  # vim's probe file
-    r"~$",  # backups (vim, emacs, gedit...)
-    r"^\.#",  # emacs lock files
-    r"^#.*#$",  # emacs auto-saves
-    r"\.___jb_...___$",  # JetBrains safe-write temporaries
-    r"^\.~lock\..*#$",  # LibreOffice locks
-    r"\.kate-swp$",
-    r"^\.goutputstream-",  # GNOME
-    r"\.crswap$",
-    r"\.(?:bak|orig|rej|tmp)$",
-    r"^\.DS_Store$",
-    r"^flycheck_",
-    r"\.egg-info$",
-)
-_IGNORED_NAME_RE = re.compile("|".join(f"(?:{p})" for p in IGNORED_NAMES))
-
-
-def ignored(relative: str | Path) -> bool:
-    """Whether a change at `relative` (a path below a watched directory) is noise."""
-    parts = [p for p in Path(relative).parts if p not in ("", os.sep)]
-    if not parts:
-        return False
-    if any(p in IGNORED_DIRS or p.endswith(".egg-info") for p in parts[:-1]):
-        return True
-    name = parts[-1]
-    return name in IGNORED_DIRS or bool(_IGNORED_NAME_RE.search(name))
-
 
 @dataclass(frozen=True)
 class WatchPlan:
     recursive: tuple[Path, ...]
     flat: tuple[Path, ...]  # watched without their subdirectories
-    roots: tuple[Path, ...]  # the directories changes are judged against (sources, config's dir)
+    roots: tuple[Path, ...]  # what the plan covers: the sources and the config's directory, innermost first
 
 
 def plan_watches(app: AppConfig) -> WatchPlan:
@@ -121,12 +79,12 @@ def plan_watches(app: AppConfig) -> WatchPlan:
             entries = list(os.scandir(source))
         except OSError:
             continue
-        if not any(e.name in IGNORED_DIRS and e.is_dir(follow_symlinks=False) for e in entries):
+        if not any(_skipped_dir(e) for e in entries):
             recursive.add(source)
             continue
         flat.add(source)
         for entry in entries:
-            if entry.is_dir(follow_symlinks=False) and not ignored(entry.name):
+            if entry.is_dir(follow_symlinks=False) and not ignored(entry.name) and not _skipped_dir(entry):
                 recursive.add(Path(entry.path))
     if config_dir.is_dir():
         flat.add(config_dir)
@@ -134,6 +92,13 @@ def plan_watches(app: AppConfig) -> WatchPlan:
     flat = {p for p in flat if p not in recursive and not any(p.is_relative_to(q) for q in recursive)}
     roots = tuple(sorted({*sources, config_dir}, key=lambda p: len(p.parts), reverse=True))
     return WatchPlan(tuple(sorted(recursive)), tuple(sorted(flat)), roots)
+
+
+def _skipped_dir(entry: os.DirEntry[str]) -> bool:
+    """A directory never watched: noise by name (.git, .venv...), or a virtualenv of any name."""
+    if not entry.is_dir(follow_symlinks=False):
+        return False
+    return entry.name in IGNORED_DIRS or is_virtualenv(Path(entry.path))
 
 
 class Watcher:
@@ -152,9 +117,13 @@ class Watcher:
         self.force_polling = force_polling
         self.plan = WatchPlan((), (), ())
         self.changes_seen = 0  # batches that concerned a function or the configuration
+        self.last_files: tuple[Path, ...] = ()  # the files behind the latest callback
+        self._own_output = own_output_files()
+        self._written: set[Path] = set()  # data files found open for writing by a worker or a kin
         self._app = app
         self._sources: dict[str, Path] = {}
         self._config = Path(app.path).resolve()
+        self.filter = ReloadFilter((), self._config, app.watch)
         self._set_app(app)
         self._queue: asyncio.Queue[set[tuple[Change, str]]] = asyncio.Queue()
         self._groups: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
@@ -167,27 +136,48 @@ class Watcher:
         self._app = app
         self._sources = {name: Path(f.source).resolve() for name, f in app.functions.items()}
         self._config = Path(app.path).resolve()
+        self.filter = ReloadFilter(
+            tuple(self._sources.values()), self._config, app.watch, own_output=self._own_output
+        )
 
     # -- what a change means -------------------------------------------------------------------
 
-    def classify(self, changes: Iterable[tuple[Change, str]]) -> tuple[set[str], bool, bool]:
-        """(functions concerned, configuration changed, watches need re-planning)."""
-        functions: set[str] = set()
+    def classify(self, changes: Iterable[tuple[Change, str]]) -> tuple[list[Path], bool, list[Path]]:
+        """(files that may change what a handler does, configuration changed, new directories)."""
+        files: list[Path] = []
         config = False
-        replan = False
+        new_dirs: list[Path] = []
         for change, raw in changes:
             path = Path(raw)
             if path == self._config:
                 config = True
+            elif not self.filter(change, raw):
                 continue
-            root = next((r for r in self.plan.roots if path.is_relative_to(r)), None)
-            if root is None or ignored(path.relative_to(root)):
-                continue
-            hit = {name for name, source in self._sources.items() if path.is_relative_to(source)}
-            functions |= hit
-            if hit and change == Change.added and path.parent in self.plan.flat and path.is_dir():
-                replan = True  # a new subdirectory of a directory watched without its subdirectories
-        return functions, config, replan
+            elif change == Change.added and path.is_dir():
+                new_dirs.append(path)
+            elif not path.is_dir():
+                files.append(path)
+        return files, config, new_dirs
+
+    def functions_of(self, files: Iterable[Path]) -> set[str]:
+        """The functions whose source directory holds one of `files`."""
+        files = list(files)
+        return {name for name, src in self._sources.items() if any(f.is_relative_to(src) for f in files)}
+
+    def _files_in(self, directories: Iterable[Path]) -> list[Path]:
+        """What a new directory already holds (it may have been filled before its watch was set up),
+        as far as it can reload anything."""
+        found: list[Path] = []
+        for directory in directories:
+            for parent, dirs, names in os.walk(directory):
+                dirs[:] = [d for d in dirs if self.filter(Change.added, os.path.join(parent, d))]
+                for name in names:
+                    path = os.path.join(parent, name)
+                    if self.filter(Change.added, path):
+                        found.append(Path(path))
+                    if len(found) >= _NEW_DIR_FILES:
+                        return found
+        return found
 
     # -- running -------------------------------------------------------------------------------
 
@@ -202,11 +192,20 @@ class Watcher:
                 batch = await self._next_batch()
                 if batch is None:
                     continue
-                functions, config, replan = self.classify(batch)
-                if replan:
-                    await self._start_groups()
+                files, config, new_dirs = self.classify(batch)
+                if any(d.parent in self.plan.flat for d in new_dirs):
+                    await self._start_groups()  # a directory watched without its subdirectories got one
+                files += self._files_in(new_dirs)
+                # A file our kin writes is not code (a save of code pays no /proc scan); once found,
+                # it stays ignored.
+                fresh = [f for f in files if not is_python(f) and f not in self._written]
+                if fresh:
+                    self._written |= await asyncio.to_thread(held_for_writing, fresh)
+                files = [f for f in files if f not in self._written]
+                functions = self.functions_of(files)
                 if functions or config:
                     self.changes_seen += 1
+                    self.last_files = tuple(sorted(set(files)))
                     await self._call(functions, config)
         finally:
             await self._stop_groups()
@@ -283,7 +282,7 @@ class Watcher:
     ) -> None:
         changes = awatch(
             *paths,
-            watch_filter=None,  # judged in classify(), relative to each watched directory
+            watch_filter=self.filter,  # judged relative to each source directory (watch_filter.py)
             debounce=self.debounce_ms,
             step=self.step_ms,
             stop_event=stop,

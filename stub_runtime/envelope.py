@@ -48,7 +48,7 @@ MAX_PUBLISH_EVENTS = 5  # AppSync's limit for one publish
 COMPRESS_ABOVE_BYTES = 4 * 1024
 
 REJECT_REASONS = (
-    "malformed", "bad_signature", "wrong_session", "stale", "replay", "too_large", "inconsistent",
+    "malformed", "bad_signature", "wrong_session", "stale", "replay", "expired", "too_large", "inconsistent",
 )
 INCOMPLETE = "incomplete"  # the counter `expire()` uses for partial messages it drops
 
@@ -80,6 +80,8 @@ _HINTS = {
     "stale": "the sender's clock and ours differ too much, or the message was held back and replayed "
              "— check that both clocks are synchronised (NTP)",
     "replay": "this message was already received and handled; the copy is ignored",
+    "expired": "the invocation's deadline had passed when it arrived (held back, or replayed); "
+               "it was not run",
     "too_large": "it exceeds livelambda's size limits (Lambda allows 6 MB payloads)",
     "inconsistent": "chunks with the same message id disagree — the sender reused a message id; "
                     "this is a livelambda bug, please report it",
@@ -407,6 +409,11 @@ class Reassembler:
                 break
             del self._done[mid]
         return len(late)
+
+    def count_rejection(self, now_ms: int, reason: str, detail: str) -> None:
+        """Count a message refused after reassembly (a replay across restarts, an expired invocation)
+        with the ones refused here, so that one tally says what was dropped and why."""
+        self._count(now_ms, reason, detail)
 
     def _count(self, now_ms: int, reason: str, detail: str) -> None:
         self.rejected[reason] += 1

@@ -6,7 +6,9 @@ because AppSync's IAM policies can tell namespaces apart but not channels):
   /<namespace>/<session>/req              stub -> dev server: `invoke`
   /<namespace>/<session>/res/<sandbox>    dev server -> that sandbox: `ack`, `heartbeat`, `result`, `reject`
 
-An invocation: the stub publishes `invoke`; the dev server answers with its `result`. If the handler
+An invocation: the stub publishes `invoke`; the dev server answers with its `result` (with `logs`,
+the end of the handler's output, when it printed anything: the stub prints it, so that it lands in the
+function's log, CloudWatch, and the caller's log tail, as the handler's own output would). If the handler
 is still running after ACK_DELAY_S it sends an `ack` first, then a `heartbeat` every
 HEARTBEAT_INTERVAL_S until the `result`. The stub asks again now and then until it hears anything.
 A redelivered `invoke` is acknowledged again and, if already finished, answered with the same
@@ -31,6 +33,8 @@ REJECT = "reject"
 
 # Result statuses, as the dev server's runner reports them.
 OK = "ok"
+# The most of the handler's output a result carries (its end, as the caller's 4 KB log tail shows).
+RESULT_LOG_BYTES = 4096
 
 _SEGMENT = re.compile(r"[^A-Za-z0-9-]+")
 
@@ -87,13 +91,16 @@ _RUNTIME_VARS = frozenset(
 )
 
 
-def context_to_dict(context: Any, deadline_ms: int) -> dict[str, Any]:
-    """Everything of a Lambda context object the local handler's context must reproduce."""
+def context_to_dict(context: Any, deadline_ms: int, timeout_ms: int | None = None) -> dict[str, Any]:
+    """Everything of a Lambda context object the local handler's context must reproduce.
+    `timeout_ms`: the time left when the stub got the invocation, i.e. the function's timeout (Lambda
+    tells a function its deadline, not its timeout)."""
     identity = getattr(context, "identity", None)
     client_context = getattr(context, "client_context", None)
     return {
         "aws_request_id": context.aws_request_id,
         "deadline_ms": deadline_ms,
+        "timeout_ms": timeout_ms,
         "function_name": context.function_name,
         "function_version": context.function_version,
         "invoked_function_arn": context.invoked_function_arn,

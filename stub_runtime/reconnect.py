@@ -15,9 +15,26 @@ The loop a shell runs (``deadline`` only in ``on_demand`` mode; the stub's shell
         if isinstance(action, Wait):   sleep_until(action.until); continue
         policy.dial_started(now())                            # action is a Dial
         try:    dial()
-        except: policy.dial_failed(now()); continue
+        except NoAnswer: policy.dial_failed(now(), "timeout"); continue
+        except Failed:   policy.dial_failed(now(), "refused"); continue
         policy.dial_succeeded(now())
     # later: policy.connection_lost(now()) when the socket dies; policy.end_demand(now()) per invocation
+
+Two kinds of failed dial (``on_demand`` tells them apart; ``persistent`` treats them alike):
+
+* ``"refused"``: the endpoint answered, and said no (HTTP 503 or 429 on the upgrade, a close before
+  ``connection_ack``), or the connection was refused or reset. It cost milliseconds, and a blip, a
+  deploy or throttling is over in seconds: the invocation retries, backed off (below), for as long as
+  its deadline and ``max_attempts`` allow. Refusals never open the circuit breaker: a breaker tripped by
+  a 2 s blip failed every sandbox that saw it for 30 s, all together, then probed all together.
+* ``"timeout"``: nothing answered within the dial's time (a VPC without NAT, a firewall dropping
+  packets: a black hole). Each such dial costs the whole connect timeout, and the next would cost as
+  much: the demand stops dialling at once (``GiveUp("timed_out")``, so the first invocation fails within
+  one connect timeout whatever its own timeout), and ``breaker_threshold`` of them in a row open the
+  breaker (below). Any answer (a connection, a refusal) resets that count.
+
+A rejection that no retry can fix (a bad key: HTTP 4xx, ``connection_error``) is the shell's to stop
+on; to the policy it is a refusal (the endpoint answered).
 
 Backoff ("windowed full jitter"). The n-th retry since the last stable connection (n = 0, 1, ...) has
 ``delta(n) = min(max_delay_s, base_delay_s * 2**n)``. When a dial fails (or a connection drops before
@@ -27,17 +44,39 @@ it was stable) at time ``t``, the next dial is drawn uniformly from the window `
 ``lo`` clamp only bites when a dial fails before its own window closed; it keeps windows from
 overlapping, which makes the rate bound hold for *any* rng output (even a broken one stuck at 0):
 
-* dial starts ``x_i`` satisfy ``x_(i+2) >= x_i + delta(n_i)``, where ``n_i`` is the backoff index used
-  after dial ``i``'s outcome; so once decayed (``delta = max_delay_s``) any window of ``W`` seconds holds
-  at most ``2 * ceil(W / max_delay_s)`` dial starts;
+* dial starts ``x_i`` of one backoff streak (the dials between two stable connections) satisfy
+  ``x_(i+2) >= x_i + delta(n_i)``, where ``n_i`` (= i) is the backoff index used after dial ``i``'s
+  outcome, whatever the outcome's kind;
 * every ``Wait`` ends at most ``max_delay_s`` after the event that scheduled it.
+
+The dial bound. With ``b = base_delay_s``, ``c = max_delay_s``, ``S = stable_after_s`` and
+``K = ceil(log2(c / b))`` (the number of windows narrower than ``c``), one policy (one sandbox, or the
+dev server's connection) starts at most::
+
+    N(W) = (1 + floor(W / S)) * (K + 2) + floor(2 * W / c)
+
+dials in any window of ``W`` seconds, for any rng, any mix of refusals and timeouts, any demands
+(`PolicyConfig.dial_bound`). Why: in a streak the dials ``i >= K`` form two chains spaced ``>= c``
+(at most ``2 * ceil(w / c)`` in a span ``w``), plus the ``K`` before them; a new streak needs a
+connection that stayed up ``S`` seconds, without dials. With the defaults (b = 0.1 s, c = 1 s,
+S = 10 s, K = 4): ``N(W) = 6 * (1 + floor(W / 10)) + floor(2 * W)``, i.e. 10 dials in 2 s, 32 in 10 s,
+162 in a minute, and ~2.6 a second in the long run. A loop that redials every 10 ms makes ``100 * W``:
+at least 20x more in every window of 2 s or longer (31x in 10 s, 37x in a minute).
+Once decayed (``delta = c``) it is simply ``2 * ceil(W / c)``. The breaker (below) bounds a black
+hole far lower still; the bound above holds with or without it.
+
+The cap ``c`` is short on purpose: the invocation that waits through a refusal window dials again at
+most ``c`` after it ends, and a sandbox's next invocation at most ``c`` after its last refusal, so
+sandboxes are back within ``c`` (plus one dial) after the faults stop. ``min_dial_s`` keeps a dial from
+starting too close to the deadline to finish.
 
 Floor rate (``persistent`` mode), precisely: once decayed, with dials that take ``D`` seconds to fail,
 the long-run dial-start rate ``r`` satisfies ``1 / (max_delay_s + D) <= r <= 2 / max_delay_s`` for any
 rng (hard bounds: it never stops and never storms). With a uniform rng and instantly failing dials its
 expectation is ``1.5 / max_delay_s``; with dials slower than ``max_delay_s`` it is
 ``1 / (D + max_delay_s / 2)``. Exactly ``1 / max_delay_s`` is impossible with jitter while each wait
-is capped at ``max_delay_s``; this is the closest honest floor.
+is capped at ``max_delay_s``; this is the closest honest floor. (The defaults are the stub's; the dev
+server passes its own, slower ``max_delay_s``.)
 
 Stability. A connection lost at least ``stable_after_s`` after it connected resets the backoff index to
 0; one that drops sooner counts like a failed dial (the index keeps growing), so a connect-then-drop
@@ -49,12 +88,17 @@ The policy only bounds anything if it lives as long as what it protects: in the 
 sandbox (a module global, surviving across invocations); in the dev server, one per connection.
 Refused calls (LocalProtocolError) change nothing.
 
-Circuit breaker (``on_demand`` only). After ``breaker_threshold`` consecutive failed dials (counted
-across invocations; a successful dial resets the count) the breaker opens for ``breaker_cooldown_s``:
-every demand gets ``GiveUp("circuit_open", retry_at=<close time>)`` without dialling. After the
-cool-down one trial dial is allowed (half-open). Success closes the breaker and resets the cool-down;
-failure re-opens it with the cool-down doubled, capped at ``breaker_cooldown_max_s``. ``persistent``
-mode has no breaker: the dev server must keep trying, at its floor rate.
+Circuit breaker (``on_demand`` only, black holes only). After ``breaker_threshold`` consecutive timed-out
+dials (counted across invocations) the breaker opens for a cool-down drawn uniformly from
+``[C / 2, C]``, with ``C = breaker_cooldown_s`` at first: every demand gets
+``GiveUp("circuit_open", retry_at=<close time>)`` without dialling. The jitter spreads the sandboxes
+that met the same black hole at the same moment, so they do not probe together either. After the
+cool-down the first demand makes one trial dial (half-open): no answer again re-opens the breaker with
+``C`` doubled (capped at ``breaker_cooldown_max_s``); any answer (a connection, or a refusal: the
+path works again) closes it and puts ``C`` back to ``breaker_cooldown_s``. So a sandbox facing a black
+hole waits one connect timeout on its first invocation, then fails fast, and dials at most once per
+cool-down (>= ``breaker_cooldown_s / 2`` apart). ``persistent`` mode has no breaker: the dev server must
+keep trying, at its floor rate.
 """
 
 from __future__ import annotations
@@ -69,6 +113,7 @@ from stub_runtime.errors import LocalProtocolError
 __all__ = [
     "Action",
     "Dial",
+    "FailureKind",
     "GiveUp",
     "PolicyConfig",
     "PolicyStats",
@@ -79,6 +124,8 @@ __all__ = [
 
 Mode = Literal["on_demand", "persistent"]
 State = Literal["idle", "dialing", "connected", "backoff", "open", "half_open"]
+FailureKind = Literal["refused", "timeout"]
+_KINDS = ("refused", "timeout")
 
 # 2.0 ** 1024 overflows; any exponent past this is already far above every sane cap.
 _MAX_EXPONENT = 60
@@ -105,16 +152,17 @@ def _check_count(name: str, value: object) -> int:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Bounds of the reconnect policy; invalid values raise ValueError at construction."""
+    """Bounds of the reconnect policy; invalid values raise ValueError at construction. The defaults
+    are the stub's (on_demand)."""
 
     mode: Mode = "on_demand"
-    base_delay_s: float = 0.05  # first backoff window
-    max_delay_s: float = 5.0  # cap on each wait (and on each backoff window)
-    max_attempts: int = 4  # on_demand: dials for one demand before GiveUp("attempts_exhausted")
+    base_delay_s: float = 0.1  # first backoff window
+    max_delay_s: float = 1.0  # cap on each wait (and on each backoff window)
+    max_attempts: int = 20  # on_demand: dials for one demand before GiveUp("attempts_exhausted")
     min_dial_s: float = 0.25  # on_demand: don't start a dial with less than this left before the deadline
-    breaker_threshold: int = 5  # on_demand: consecutive failed dials that open the breaker
-    breaker_cooldown_s: float = 30.0  # on_demand: first cool-down of an open breaker
-    breaker_cooldown_max_s: float = 300.0  # on_demand: cap of the doubling cool-down
+    breaker_threshold: int = 1  # on_demand: consecutive timed-out dials that open the breaker
+    breaker_cooldown_s: float = 5.0  # on_demand: first cool-down of an open breaker (drawn in [C/2, C])
+    breaker_cooldown_max_s: float = 60.0  # on_demand: cap of the doubling cool-down
     stable_after_s: float = 10.0  # a connection up this long resets the backoff when lost
 
     def __post_init__(self) -> None:
@@ -139,6 +187,21 @@ class PolicyConfig:
     def backoff_window(self, n: int) -> float:
         """delta(n) = min(max_delay_s, base_delay_s * 2**n): the width of the n-th retry's window."""
         return min(self.max_delay_s, self.base_delay_s * 2.0 ** min(max(n, 0), _MAX_EXPONENT))
+
+    def decay_index(self) -> int:
+        """K = ceil(log2(max_delay_s / base_delay_s)): how many windows are narrower than the cap."""
+        k = 0
+        while self.backoff_window(k) < self.max_delay_s:
+            k += 1
+        return k
+
+    def dial_bound(self, window_s: float) -> int:
+        """N(W): the most dials one policy can start in any window of `window_s` seconds (module
+        docstring): (1 + floor(W / S)) * (K + 2) + floor(2 * W / max_delay_s)."""
+        if not window_s >= 0:
+            raise ValueError(f"window_s must be >= 0, got {window_s!r}")
+        streaks = 1 + math.floor(window_s / self.stable_after_s)
+        return streaks * (self.decay_index() + 2) + math.floor(2.0 * window_s / self.max_delay_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +231,10 @@ class Wait:
 class GiveUp:
     """Fail the waiting invocation now, without dialling.
 
-    reason: "circuit_open" | "attempts_exhausted" | "deadline". `retry_at` is the earliest time the
-    policy would allow a dial for a new demand (the breaker's close time for "circuit_open"), or None
-    when unknown (a dial is in flight).
+    reason: "timed_out" (this demand's dial got no answer: a black hole, not worth another wait) |
+    "circuit_open" (the breaker fails demands fast; no dial) | "attempts_exhausted" | "deadline".
+    `retry_at` is the earliest time the policy would allow a dial for a new demand (the breaker's
+    close time when it is open), or None when unknown (a dial is in flight).
     """
 
     reason: str
@@ -192,11 +256,12 @@ class PolicyStats:
     """Counters for logs and the dashboard (a snapshot; the policy keeps counting)."""
 
     attempts: int = 0  # dials started
-    failures: int = 0  # dials failed
+    failures: int = 0  # dials failed (refused or timed out)
     successes: int = 0  # dials succeeded
     losses: int = 0  # connections lost after success
     breaker_opens: int = 0  # times the breaker opened (first open and each failed trial)
     give_ups: dict[str, int] = field(default_factory=dict)  # GiveUp actions returned, by reason
+    timeouts: int = 0  # of the failures: dials that got no answer
 
 
 class ReconnectPolicy:
@@ -206,7 +271,8 @@ class ReconnectPolicy:
     - "on_demand" (the Lambda stub): dials only inside `next_action(now, deadline)`, i.e. only while an
       invocation waits; deadline is required (None raises LocalProtocolError: a dial without a demand is
       a caller bug, never a silent GiveUp). At most `max_attempts` dials per demand, none that could not
-      start `min_dial_s` before the deadline, and a circuit breaker across demands.
+      start `min_dial_s` before the deadline, none after a timed-out one, and a circuit breaker across
+      demands for black holes.
     - "persistent" (the dev server): deadline must be None; it always wants a connection and never gives
       up, retrying at the floor rate.
 
@@ -233,13 +299,15 @@ class ReconnectPolicy:
         self._seq = 0  # persistent: dials since the last successful dial
         # demand (on_demand)
         self._episode_dials = 0
+        self._episode_timed_out = False  # this demand's dial got no answer: it dials no more
         # breaker (on_demand)
-        self._fail_run = 0  # consecutive failed dials
+        self._timeout_run = 0  # consecutive timed-out dials
         self._open_until: float | None = None  # None: closed; otherwise open (or half-open once passed)
-        self._cooldown = config.breaker_cooldown_s
+        self._cooldown = config.breaker_cooldown_s  # C: the next open lasts a draw in [C/2, C]
         self._trial = False  # the dial in flight is the half-open trial
         # stats
         self._attempts = self._failures = self._successes = self._losses = self._breaker_opens = 0
+        self._timeouts = 0
         self._give_ups: dict[str, int] = {}
 
     # ------------------------------------------------------------------ queries
@@ -270,6 +338,7 @@ class ReconnectPolicy:
             losses=self._losses,
             breaker_opens=self._breaker_opens,
             give_ups=dict(self._give_ups),
+            timeouts=self._timeouts,
         )
 
     def retry_in(self, now: float) -> float | None:
@@ -314,6 +383,8 @@ class ReconnectPolicy:
 
         at = max(now, self._next_dial_at)
         if deadline is not None:  # on_demand
+            if self._episode_timed_out:
+                return self._give_up("timed_out", at)
             if self._open_until is not None and now < self._open_until:
                 return self._give_up("circuit_open", self._open_until)
             if self._episode_dials >= cfg.max_attempts:
@@ -351,27 +422,33 @@ class ReconnectPolicy:
         self._connected_at = now
         self._successes += 1
         self._seq = 0
-        self._fail_run = 0
-        if self._open_until is not None:  # only the half-open trial can get here: it worked, close
-            self._open_until = None
-            self._cooldown = self.config.breaker_cooldown_s
-        self._trial = False
+        self._answered()
 
-    def dial_failed(self, now: float) -> None:
-        """The dial failed (refused, timed out, rejected). Schedules the next window; may open the breaker."""
+    def dial_failed(self, now: float, kind: FailureKind = "refused") -> None:
+        """The dial failed. `kind` "refused": the endpoint answered no, or refused or reset the
+        connection (retried, backed off, within the demand); "timeout": no answer within the dial's
+        time, a black hole (the demand dials no more; counts toward the breaker). Schedules the next
+        window either way."""
+        if kind not in _KINDS:
+            raise LocalProtocolError(f"dial_failed(kind={kind!r}): kind must be 'refused' or 'timeout'")
         self._require_phase("dialing", "dial_failed")
         self._advance(now, "dial_failed")
         self._phase = "down"
         self._failures += 1
-        self._fail_run += 1
         self._schedule(now)
+        if kind == "timeout":
+            self._timeouts += 1
         if self._on_demand:
-            cfg = self.config
-            if self._trial:
-                self._cooldown = min(self._cooldown * 2.0, cfg.breaker_cooldown_max_s)
-                self._open(now)
-            elif self._fail_run >= cfg.breaker_threshold:
-                self._open(now)
+            if kind == "refused":
+                self._answered()
+            else:
+                self._episode_timed_out = True
+                self._timeout_run += 1
+                if self._trial:
+                    self._cooldown = min(self._cooldown * 2.0, self.config.breaker_cooldown_max_s)
+                    self._open(now)
+                elif self._timeout_run >= self.config.breaker_threshold:
+                    self._open(now)
         self._trial = False
 
     def connection_lost(self, now: float) -> None:
@@ -397,6 +474,7 @@ class ReconnectPolicy:
         self._advance(now, "end_demand")
         self._dial_granted = False
         self._episode_dials = 0
+        self._episode_timed_out = False
 
     # ------------------------------------------------------------------ internals
 
@@ -441,8 +519,17 @@ class ReconnectPolicy:
         self._window_end = hi
         self._streak += 1
 
+    def _answered(self) -> None:
+        """The endpoint answered (connected or refused): whatever the breaker feared is over."""
+        self._timeout_run = 0
+        self._open_until = None
+        self._cooldown = self.config.breaker_cooldown_s
+        self._trial = False
+
     def _open(self, now: float) -> None:
-        self._open_until = now + self._cooldown
+        # The floor C/2 keeps a cool-down from collapsing to nothing; the draw keeps sandboxes that
+        # met the same black hole at once from probing at once.
+        self._open_until = now + self._cooldown * (0.5 + 0.5 * self._draw())
         self._next_dial_at = max(self._next_dial_at, self._open_until)
         self._breaker_opens += 1
 

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from stub_runtime.appsync.auth import ApiKeyAuth, IamAuth
 from stub_runtime.appsync.blocking import BlockingConnection, OnDemandConnection
 from stub_runtime.appsync.errors import AppSyncConnectionError, ClientClosed, ConnectGiveUp, ConnectionLost
 from stub_runtime.appsync.frames import AppSyncServiceError
+from stub_runtime.appsync.publishing import HttpPublisher
 from stub_runtime.envelope import EnvelopeRejected, Message, Reassembler, encode, new_id
 from stub_runtime.errors import RemoteProtocolError
 from stub_runtime.outcomes import (
@@ -65,6 +67,9 @@ class Sandbox:
             auth: Any = IamAuth(host, settings.region)
         else:
             auth = ApiKeyAuth(settings.api_key or "", host)
+        # One kept-alive HTTP connection for the sandbox's life (IAM publishes over HTTP), whatever
+        # becomes of its WebSocket: a new one would cost a TCP and a TLS handshake a publish.
+        self.http_publisher = HttpPublisher(settings.http_url)
 
         def factory() -> BlockingConnection:
             return BlockingConnection(
@@ -74,6 +79,7 @@ class Sandbox:
                 open_timeout_s=settings.connect_timeout_s,
                 ack_timeout_s=settings.connect_timeout_s,
                 clock=clock,
+                http_publisher=self.http_publisher,
             )
 
         self.connection = OnDemandConnection(
@@ -94,7 +100,8 @@ class Sandbox:
         deadline = start + remaining_s - s.deadline_margin_s
         deadline_ms = int(self.wall() * 1000 + remaining_s * 1000)
         request_id = context.aws_request_id
-        body: dict[str, Any] = {"event": event, "context": lp.context_to_dict(context, deadline_ms)}
+        ctx = lp.context_to_dict(context, deadline_ms, int(remaining_s * 1000))
+        body: dict[str, Any] = {"event": event, "context": ctx}
         if s.function:
             body["function"] = s.function
         if not self.hello_sent:
@@ -191,11 +198,9 @@ class Sandbox:
                 conn.subscribe(lp.response_channel(s.session, self.id, s.namespace), deadline)
                 self._subscribed = conn
         except ConnectGiveUp as exc:
-            # An open breaker is the news itself; otherwise the last dial's failure says most.
-            last = exc.last_error if exc.reason != "circuit_open" else None
-            detail = str(last if last is not None else exc)
+            # What this invocation spent (dials, seconds) and why it stopped, not just the last dial.
             raise EndpointUnreachable(
-                s.realtime_url, detail, in_vpc=s.in_vpc, vpc_detail=s.vpc_detail
+                s.realtime_url, exc.detail, in_vpc=s.in_vpc, vpc_detail=s.vpc_detail
             ) from None
         except AppSyncServiceError as exc:
             raise AppSyncRejected(s.realtime_url, str(exc)) from None
@@ -209,6 +214,10 @@ class Sandbox:
 def _outcome(body: Any) -> Any:
     if not isinstance(body, dict) or "status" not in body:
         raise RemoteProtocolError(f"the dev server sent a result without a status: {body!r:.200}")
+    logs = body.get("logs")
+    if isinstance(logs, str) and logs:  # the handler's output: into this function's log, as its own
+        sys.stdout.write(logs if logs.endswith("\n") else logs + "\n")
+        sys.stdout.flush()
     if body["status"] == lp.OK:
         return body.get("response")
     error = body.get("error") or {}

@@ -59,6 +59,11 @@ from tests.live_fixtures import *  # noqa: F403  (live mode: see tests/live_fixt
 
 REPO = Path(__file__).resolve().parent.parent
 LIVELAMBDA = REPO / ".venv" / "bin" / "livelambda"
+# Functions' venvs (devserver/runtime/app_env.py) install offline in tests, from the wheels `make test`
+# downloads; every process the tests start inherits this. The runtime copy is kept between sessions.
+WHEELHOUSE = REPO / ".venv" / "wheelhouse"
+os.environ.update({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(WHEELHOUSE)})
+os.environ.setdefault("LIVELAMBDA_CACHE_DIR", str(REPO / ".venv" / "livelambda-test-cache"))
 TEST_IAM = IamCredentials("AKIDTEST", "secret")
 SUBPROTOCOL = "aws-appsync-event-ws"
 _START_TIMEOUT_S = 30.0  # generous: two shared cores, maybe busy with other test processes

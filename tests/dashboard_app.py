@@ -157,7 +157,7 @@ class DashboardServer:
         self, sources: HarnessSources | None = None, *, port: int = 0, poll_interval_s: float = 0.2
     ) -> None:
         self.sources = sources or HarnessSources()
-        self.app = FastAPI(title="livelambda dashboard (test harness)")
+        self.app = FastAPI(title="livelambda dashboard (test harness)", docs_url=None, redoc_url=None)
         self._stop = asyncio.Event()
         self.app.include_router(
             create_dashboard_router(self.sources, poll_interval_s=poll_interval_s, stop=self._stop)

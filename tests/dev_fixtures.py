@@ -7,9 +7,11 @@
         dev.cloud_faults(drop_connections=True) # POST /_livelambda/faults on the cloud's port
         dev.wait_for(lambda: ..., "what")       # poll a predicate; fails with the dev server's output
 
-`running_dev(tmp_path, hello=None)` leaves examples/hello's own hello.py when `hello` is None, else
-writes that source. On exit it stops the process with SIGINT (Ctrl+C) and checks that every process it
-had started (the cloud, its sandboxes, forkservers, workers) is gone.
+`running_dev(tmp_path, hello=None, prepare=None)` leaves examples/hello's own hello.py when `hello` is
+None, else writes that source; `prepare(app_dir)` runs on the copy before the process starts (a venv,
+a changed livelambda.toml...); `log=PATH` sends its output there (default: tmp_path / "dev.log", outside
+the app). On exit it stops the process with SIGINT (Ctrl+C) and checks that every
+process it had started (the cloud, its sandboxes, forkservers, workers) is gone.
 """
 
 from __future__ import annotations
@@ -100,14 +102,21 @@ class DevProcess:
 
 
 @contextlib.contextmanager
-def running_dev(tmp_path: Path, hello: str | None = None) -> Iterator[DevProcess]:
+def running_dev(
+    tmp_path: Path,
+    hello: str | None = None,
+    prepare: Callable[[Path], None] | None = None,
+    log: Path | None = None,
+) -> Iterator[DevProcess]:
     """`livelambda dev APP --cloud --cloud-port 0 --port 0` on a copy of examples/hello in tmp_path."""
     app = tmp_path / "hello"
     shutil.copytree(REPO / "examples" / "hello", app, ignore=shutil.ignore_patterns(".livelambda"))
     if hello is not None:
         (app / "hello.py").write_text(hello)
+    if prepare is not None:
+        prepare(app)
     ready = tmp_path / "dev.json"
-    log = tmp_path / "dev.log"
+    log = log or tmp_path / "dev.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "devserver", "dev", str(app), "--cloud", "--cloud-port", "0",

@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from devserver.config import AppConfig, load_config
+from devserver.runtime.app_env import ensure_for_app
 from devserver.runtime.pool import WorkerPool
 
 FNS_PY = '''
@@ -162,7 +163,9 @@ def write_test_app(root: Path) -> AppConfig:
     (root / "fns.py").write_text(FNS_PY)
     (root / "syn.py").write_text("def handler(event, context)\n    return 1\n")
     (root / "livelambda.toml").write_text(LIVELAMBDA_TOML)
-    return load_config(root)
+    config = load_config(root)
+    ensure_for_app(config)  # its functions' venv, as `livelambda cloud --app` makes it before they run
+    return config
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """Scripted WebSocket peers for the AppSync client tests: a websockets server in a thread, with TLS
-from a self-signed certificate when a test needs `wss`."""
+from a test CA's certificate when a test needs `wss`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
+
+from bench.certs import make_certificates
 
 WAIT_S = 15.0
 
@@ -80,49 +82,8 @@ def scripted_peer(handler: Callable[[Any], Any], tls: ssl.SSLContext | None = No
         thread.join(WAIT_S)
 
 
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    """A certificate for `localhost` and 127.0.0.1, and its key (PEM files)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
-
-
 def self_signed_tls(directory: Path) -> tuple[Path, ssl.SSLContext]:
-    """The certificate file (for the client to trust) and a server TLS context that uses it."""
-    cert, key = self_signed_certificate(directory)
-    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_tls.load_cert_chain(cert, key)
-    return cert, server_tls
+    """The CA file for the client to trust, and a server TLS context with a certificate it signed
+    (for `localhost` and 127.0.0.1; see bench/certs.py, shared with the benchmarks)."""
+    certs = make_certificates(directory)
+    return certs.ca, certs.server_context()

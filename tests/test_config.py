@@ -41,7 +41,9 @@ def test_minimal_config_and_defaults(tmp_path: Path) -> None:
     hello = config.functions["hello"]
     assert hello.name == "hello" and hello.handler == "hello.handler"
     assert hello.source == app.resolve()
-    assert hello.python == Path(sys.executable)
+    # no `python` key: the app's own venv (made before workers start), never livelambda's interpreter
+    assert hello.python == app.resolve() / ".livelambda" / "venv" / "bin" / "python"
+    assert hello.app_env == app.resolve()
     assert (hello.timeout, hello.memory, dict(hello.environment)) == (3.0, 128, {})
 
 
@@ -88,6 +90,7 @@ environment = { TABLE = "orders", LOG_LEVEL = "debug" }
     orders = config.functions["orders"]
     assert orders.source == (app / "src").resolve()
     assert orders.python == (app / ".venv" / "bin" / "python").absolute()
+    assert orders.app_env is None  # its own interpreter: livelambda makes no venv for it
     assert (orders.timeout, orders.memory) == (900.0, 10240)
     assert orders.environment == {"TABLE": "orders", "LOG_LEVEL": "debug"}
 
@@ -170,7 +173,7 @@ F = '[functions.f]\nhandler = "m.h"\n'
         (
             "colour = 1\n" + F,
             "livelambda.toml: colour is not a known key; known keys: app, stage, region, endpoint, "
-            "dashboard, aws, functions",
+            "dashboard, aws, watch, functions",
         ),
         (
             '[functions.f]\nhandlr = "m.h"\n',

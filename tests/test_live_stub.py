@@ -14,6 +14,7 @@ import pytest
 
 from devserver.bridge import LiveInvocation
 from stub_runtime import live_protocol as lp
+from stub_runtime.reconnect import PolicyConfig
 from tests.live_fixtures import LiveCloud, echo_executor
 
 
@@ -171,22 +172,23 @@ async def test_twenty_concurrent_invocations_ten_sandboxes_one_connection_each(
     assert live_cloud.cloud.stats()["connections_total"] - before == len(stub_connections)
 
 
-async def test_circuit_breaker_bounds_dials_while_the_endpoint_refuses(live_cloud: LiveCloud) -> None:
+async def test_refusals_are_retried_within_each_invocation_and_bounded(live_cloud: LiveCloud) -> None:
+    """An endpoint that refuses (HTTP 503) for longer than the function lives: each invocation
+    retries within its own time and ends with EndpointUnreachable saying what it tried; refusals
+    never open the breaker, and the dials stay within the policy's bound (tests/test_live_blips.py
+    has the blips that end)."""
     live_cloud.cloud.faults(refuse_connections_for_s=600)
     refused_before = live_cloud.cloud.stats()["connections_refused"]
-    kinds = []
-    for i in range(30):
+    began = time.monotonic()
+    for i in range(3):
         _, payload = await invoke(live_cloud, "quick", {"i": i})
-        kinds.append(payload["errorType"])
-    assert set(kinds) == {"Livelambda.EndpointUnreachable"}
+        assert payload["errorType"] == "Livelambda.EndpointUnreachable"
+        assert "dial(s) over" in payload["errorMessage"] and "503" in payload["errorMessage"]
+        assert "cool-down" not in payload["errorMessage"]  # nobody failed fast
     sandboxes = live_cloud.lambda_stats()["functions"]["quick"]["sandboxes"]
     assert len(sandboxes) == 1  # one warm sandbox served them all
     dials = live_cloud.cloud.stats()["connections_refused"] - refused_before
-    # breaker_threshold (5) consecutive failures open the breaker; its 30 s cool-down outlasts the
-    # test, so no half-open trial happens either.
-    assert 1 <= dials <= 5, dials
-    _, payload = await invoke(live_cloud, "quick", {})
-    assert "failing fast" in payload["errorMessage"] or "cool-down" in payload["errorMessage"]
+    assert 3 <= dials <= PolicyConfig().dial_bound(time.monotonic() - began), dials
 
 
 async def test_dev_server_absent_for_thirty_invocations_costs_one_connection(live_cloud: LiveCloud) -> None:
@@ -281,3 +283,56 @@ async def test_dev_server_on_iam_auth(live_cloud: LiveCloud, monkeypatch: pytest
     finally:
         await bad.close()
         task.cancel()
+
+
+async def test_a_replay_after_a_dev_server_restart_and_an_expired_invocation_never_run(
+    live_cloud: LiveCloud, tmp_path: Any
+) -> None:
+    """Someone with the API key keeps a genuine `invoke` and publishes it again after the developer
+    restarts the dev server: refused and counted as `replay`, the handler not run a second time. An
+    invocation whose deadline has passed is never handed to a worker: `expired`."""
+    from devserver.executed import ExecutedLog
+    from stub_runtime.appsync.auth import ApiKeyAuth
+    from stub_runtime.appsync.client import AppSyncEventsClient
+    from stub_runtime.envelope import Message, encode
+
+    calls: list[str] = []
+
+    async def execute(inv: LiveInvocation) -> dict[str, Any]:
+        calls.append(inv.request_id)
+        return {"status": "ok", "response": "ran"}
+
+    path = tmp_path / "executed.log"
+    first = await live_cloud.bridge(execute, executed=ExecutedLog(path, int(time.time() * 1000)))
+    c = live_cloud.cloud
+    session = live_cloud.session.id
+    eavesdropper = AppSyncEventsClient(c.http_url, c.realtime_url, ApiKeyAuth(c.api_key, c.host))
+    await eavesdropper.connect()
+    try:
+        kept = await eavesdropper.subscribe(lp.request_channel(session))
+        _, payload = await invoke(live_cloud, "echo", {"n": 1})
+        assert payload == "ran" and len(calls) == 1
+        genuine = (await kept.get_data()).raw  # the invoke as it crossed the channel
+        # The developer restarts `livelambda dev`: a new bridge, the same app state directory.
+        first.executed.close()  # type: ignore[union-attr]
+        await first.close()
+        second = await live_cloud.bridge(execute, executed=ExecutedLog(path, int(time.time() * 1000)))
+        await eavesdropper.publish(lp.request_channel(session), [genuine])
+        # A genuine envelope, fresh and signed, for an invocation whose deadline passed a second ago.
+        now_ms = int(time.time() * 1000)
+        late = Message(
+            lp.INVOKE, session, "late-1", "sb", {"event": {}, "context": {"deadline_ms": now_ms - 1000}}
+        )
+        await eavesdropper.publish(
+            lp.request_channel(session), encode(late, live_cloud.session.secret, now_ms)
+        )
+        deadline = time.monotonic() + 20
+        while sum(second.reassembler.rejected.values()) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        await eavesdropper.close()
+    rejected = second.status()["rejected"]
+    assert rejected.get("replay") == 1 and rejected.get("expired") == 1, rejected
+    assert len(calls) == 1  # neither ran
+    _, payload = await invoke(live_cloud, "echo", {"n": 2})  # and the next genuine one does
+    assert payload == "ran" and len(calls) == 2

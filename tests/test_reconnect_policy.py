@@ -1,5 +1,7 @@
 """The reconnect policy's bounds, proven on a fake clock with fake and seeded rngs.
 
+(tests/test_reconnect_simulation.py drives it through accept/refuse schedules with many sandboxes.)
+
 No sockets and no sleeping: time is a float the tests move by hand, so tens of thousands of events run in
 well under a second and nothing here depends on the machine's speed.
 """
@@ -19,6 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from stub_runtime.errors import LocalProtocolError
 from stub_runtime.reconnect import (
     Dial,
+    FailureKind,
     GiveUp,
     PolicyConfig,
     PolicyStats,
@@ -139,9 +142,10 @@ def invoke(
     timeout_s: float,
     dial_s: float,
     endpoint_up: bool,
+    failure: FailureKind = "refused",
 ) -> tuple[Ready | GiveUp, int, float]:
     """One invocation in on_demand mode: the stub's loop until Ready or GiveUp. Returns the outcome,
-    the dials it made and the time it ended."""
+    the dials it made and the time it ended. A dial fails as `failure` says when the endpoint is down."""
     deadline = t + timeout_s
     dials = 0
     try:
@@ -166,7 +170,7 @@ def invoke(
             if endpoint_up:
                 policy.dial_succeeded(t)
             else:
-                policy.dial_failed(t)
+                policy.dial_failed(t, failure)
     finally:
         policy.end_demand(t)
 
@@ -177,9 +181,24 @@ def invoke(
 def test_defaults_are_valid_and_documented_values() -> None:
     cfg = PolicyConfig()
     assert cfg.mode == "on_demand"
-    assert (cfg.base_delay_s, cfg.max_delay_s, cfg.max_attempts, cfg.min_dial_s) == (0.05, 5.0, 4, 0.25)
-    assert (cfg.breaker_threshold, cfg.breaker_cooldown_s, cfg.breaker_cooldown_max_s) == (5, 30.0, 300.0)
+    assert (cfg.base_delay_s, cfg.max_delay_s, cfg.max_attempts, cfg.min_dial_s) == (0.1, 1.0, 20, 0.25)
+    assert (cfg.breaker_threshold, cfg.breaker_cooldown_s, cfg.breaker_cooldown_max_s) == (1, 5.0, 60.0)
     assert cfg.stable_after_s == 10.0
+
+
+def test_dial_bound_formula_and_the_naive_loop() -> None:
+    """N(W) = (1 + floor(W/S)) * (K + 2) + floor(2W/c), as the docstring says; with the defaults at
+    least 20x under a loop that redials every 10 ms (100 W dials) for every window of 2 s or more."""
+    cfg = PolicyConfig()
+    assert cfg.decay_index() == decay_index(cfg) == 4
+    assert [cfg.dial_bound(w) for w in (0, 1, 2, 10, 60, 600)] == [6, 8, 10, 32, 162, 1566]
+    for tenths in range(20, 36_000):  # W = 2 s .. 1 h; the naive loop makes W / 0.01 = 10 * tenths
+        assert cfg.dial_bound(tenths / 10) * 20 <= 10 * tenths, tenths
+    # the closed form is never below the tight count of one streak (the worst rng)
+    for w in [0.01, 0.1, 0.5, 1.0, 2.0, 9.99, 10.0, 30.0, 100.0]:
+        assert window_bound(cfg, w) <= cfg.dial_bound(w)
+    with pytest.raises(ValueError):
+        cfg.dial_bound(-1.0)
 
 
 @pytest.mark.parametrize(
@@ -198,7 +217,7 @@ def test_defaults_are_valid_and_documented_values() -> None:
         ({"min_dial_s": -0.1}, "min_dial_s"),
         ({"breaker_threshold": 0}, "breaker_threshold"),
         ({"breaker_cooldown_s": 0}, "breaker_cooldown_s"),
-        ({"breaker_cooldown_max_s": 10.0}, "breaker_cooldown_max_s"),  # below the cool-down
+        ({"breaker_cooldown_max_s": 1.0}, "breaker_cooldown_max_s"),  # below the cool-down
         ({"stable_after_s": 0}, "stable_after_s"),
     ],
 )
@@ -209,9 +228,12 @@ def test_config_rejects_bad_values_naming_the_field(kwargs: dict, field: str) ->
 
 def test_backoff_window_doubles_then_caps_without_overflow() -> None:
     cfg = PolicyConfig()
-    assert [cfg.backoff_window(n) for n in range(9)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
-    assert cfg.backoff_window(10**6) == 5.0
-    assert decay_index(cfg) == 7
+    assert [cfg.backoff_window(n) for n in range(7)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+    assert cfg.backoff_window(10**6) == 1.0
+    assert decay_index(cfg) == 4
+    slow = PolicyConfig(base_delay_s=0.05, max_delay_s=5.0)
+    assert [slow.backoff_window(n) for n in range(9)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    assert decay_index(slow) == slow.decay_index() == 7
 
 
 # ----------------------------------------------------------------------------- full jitter
@@ -438,7 +460,7 @@ def test_first_dial_is_immediate_and_ready_while_connected() -> None:
 
 
 def test_dials_per_demand_are_capped_by_max_attempts() -> None:
-    cfg = PolicyConfig(max_attempts=3, breaker_threshold=100)
+    cfg = PolicyConfig(max_attempts=3)
     policy = ReconnectPolicy(cfg, rng=const(0.5))
     outcome, dials, t = invoke(policy, 0.0, timeout_s=900.0, dial_s=0.01, endpoint_up=False)
     assert dials == 3
@@ -452,7 +474,7 @@ def test_dials_per_demand_are_capped_by_max_attempts() -> None:
 
 def test_backoff_carries_across_demands() -> None:
     """A new invocation right after a failure waits out the backoff instead of dialling at once."""
-    policy = ReconnectPolicy(PolicyConfig(max_attempts=1), rng=const(1.0))
+    policy = ReconnectPolicy(PolicyConfig(max_attempts=1, base_delay_s=0.05), rng=const(1.0))
     assert isinstance(policy.next_action(0.0, 5.0), Dial)
     policy.dial_started(0.0)
     policy.dial_failed(0.0)
@@ -463,7 +485,7 @@ def test_backoff_carries_across_demands() -> None:
 
 
 def test_never_waits_past_the_deadline() -> None:
-    cfg = ON_DEMAND
+    cfg = PolicyConfig(base_delay_s=0.05)
     policy = ReconnectPolicy(cfg, rng=const(1.0))
     policy.next_action(0.0, 10.0)
     policy.dial_started(0.0)
@@ -535,83 +557,172 @@ def test_dial_attempt_numbers() -> None:
     assert policy.next_action(t + 100) == Dial(1)  # counted from the last successful dial
 
 
-# ----------------------------------------------------------------------------- on_demand: breaker
+# ----------------------------------------------------------------------------- on_demand: refusals
+
+
+@pytest.mark.parametrize(
+    ("spacing_s", "timeout_s", "dial_s"),
+    [(1.0, 3.0, 0.0), (0.2, 0.9, 0.05), (20.0, 3.0, 0.0), (25.0, 15.0, 0.2), (100.0, 900.0, 0.05)],
+)
+def test_refusals_are_retried_within_each_invocation_and_never_open_the_breaker(
+    spacing_s: float, timeout_s: float, dial_s: float
+) -> None:
+    """An endpoint that refuses everything: each invocation retries until its deadline or its
+    max_attempts, none fails fast, and the dials stay within N(W) in every window."""
+    cfg = ON_DEMAND
+    policy = ReconnectPolicy(cfg, rng=seeded(5))
+    dial_times = record_dials(policy)
+    t = 0.0
+    for i in range(30):
+        t = max(t, i * spacing_s)
+        start = t
+        outcome, dials, t = invoke(policy, t, timeout_s=timeout_s, dial_s=dial_s, endpoint_up=False)
+        assert isinstance(outcome, GiveUp) and outcome.reason in ("deadline", "attempts_exhausted")
+        assert t <= start + timeout_s  # every invocation ends before its deadline, none hangs
+        assert 0 <= dials <= cfg.max_attempts
+        if outcome.reason == "deadline":  # it kept trying while a dial could still start
+            assert t + cfg.min_dial_s > start + timeout_s - cfg.max_delay_s - dial_s
+    assert policy.stats.breaker_opens == 0 and "circuit_open" not in policy.stats.give_ups
+    assert policy.stats.timeouts == 0
+    for width in [0.5, 1.0, 2.0, 10.0, 60.0, 600.0]:
+        assert max_in_window(dial_times, width) <= cfg.dial_bound(width), width
+
+
+def test_an_invocation_rides_out_a_refusal_window() -> None:
+    """Refused for 3 s, then accepted: a 10 s invocation that arrived as the refusals began connects
+    at most max_delay_s after they end."""
+    cfg = ON_DEMAND
+    for seed in range(50):
+        policy = ReconnectPolicy(cfg, rng=seeded(seed))
+        t, deadline = 0.0, 10.0 - 0.25
+        while True:
+            action = policy.next_action(t, deadline)
+            if isinstance(action, Wait):
+                t = action.until
+                continue
+            assert isinstance(action, Dial)
+            policy.dial_started(t)
+            t += 0.005
+            if t < 3.0:
+                policy.dial_failed(t, "refused")
+                continue
+            policy.dial_succeeded(t)
+            break
+        assert t <= 3.0 + cfg.max_delay_s + 0.005
+        assert policy.stats.attempts <= cfg.dial_bound(t)
+        policy.end_demand(t)
+
+
+def record_dials(policy: ReconnectPolicy) -> list[float]:
+    """The dial start times of `policy`, as it starts them."""
+    dial_times: list[float] = []
+    original = policy.dial_started
+
+    def record(now: float) -> None:
+        original(now)
+        dial_times.append(now)
+
+    policy.dial_started = record  # type: ignore[method-assign]
+    return dial_times
+
+
+# ----------------------------------------------------------------------------- on_demand: black holes
+
+
+def test_a_timed_out_dial_ends_the_demand_whatever_its_deadline() -> None:
+    for timeout_s in [3.5, 10.0, 30.0, 900.0]:
+        policy = ReconnectPolicy(ON_DEMAND, rng=const(0.5))
+        outcome, dials, t = invoke(
+            policy, 0.0, timeout_s=timeout_s, dial_s=3.0, endpoint_up=False, failure="timeout"
+        )
+        assert dials == 1 and t == 3.0
+        cooldown = ON_DEMAND.breaker_cooldown_s * 0.75  # rng 0.5: the middle of [C/2, C]
+        assert outcome == GiveUp("timed_out", pytest.approx(3.0 + cooldown))
+        assert policy.state == "open" and policy.stats.timeouts == 1 and policy.stats.breaker_opens == 1
 
 
 def breaker_trial_bound(cfg: PolicyConfig, span: float) -> int:
     """Most half-open trials that fit in `span` seconds after the breaker first opens: the k-th trial
-    needs the k cool-downs before it (30, 60, 120, ... capped) to have passed."""
-    trials, elapsed, cooldown = 0, cfg.breaker_cooldown_s, cfg.breaker_cooldown_s
+    needs the k cool-downs before it to have passed, each at least half its C (C = 5, 10, 20, ...
+    capped)."""
+    trials, cooldown = 0, cfg.breaker_cooldown_s
+    elapsed = cooldown / 2
     while elapsed <= span:
         trials += 1
         cooldown = min(2 * cooldown, cfg.breaker_cooldown_max_s)
-        elapsed += cooldown
+        elapsed += cooldown / 2
     return trials
 
 
 @pytest.mark.parametrize(
     ("spacing_s", "timeout_s", "dial_s"),
-    [(1.0, 3.0, 0.0), (0.2, 0.9, 0.05), (20.0, 3.0, 0.0), (25.0, 15.0, 2.0), (100.0, 900.0, 0.5)],
+    [(1.0, 3.0, 2.75), (0.2, 0.9, 0.65), (20.0, 10.0, 3.0), (25.0, 15.0, 3.0), (100.0, 900.0, 3.0)],
 )
-def test_thirty_invocations_against_a_dead_endpoint(
-    spacing_s: float, timeout_s: float, dial_s: float
-) -> None:
+def test_thirty_invocations_against_a_black_hole(spacing_s: float, timeout_s: float, dial_s: float) -> None:
     cfg = ON_DEMAND
     policy = ReconnectPolicy(cfg, rng=seeded(5))
-    dial_times: list[float] = []
-    original = policy.dial_started
-
-    def record(now: float) -> None:
-        dial_times.append(now)
-        original(now)
-
-    policy.dial_started = record  # type: ignore[method-assign]
+    dial_times = record_dials(policy)
     t = 0.0
     fast = 0
     for i in range(30):
         t = max(t, i * spacing_s)
         start = t
-        outcome, _, t = invoke(policy, t, timeout_s=timeout_s, dial_s=dial_s, endpoint_up=False)
-        assert isinstance(outcome, GiveUp)  # every invocation ends before its deadline, none hangs
-        assert t <= start + timeout_s
+        outcome, dials, t = invoke(
+            policy, t, timeout_s=timeout_s, dial_s=dial_s, endpoint_up=False, failure="timeout"
+        )
+        assert isinstance(outcome, GiveUp) and dials <= 1
+        assert t <= start + dial_s  # one connect timeout at most, whatever the function's timeout
         if outcome.reason == "circuit_open":
             fast += 1
-            assert outcome.retry_at is not None and outcome.retry_at > t
-    span = t - dial_times[0]
-    bound = cfg.breaker_threshold + breaker_trial_bound(cfg, span)
-    assert cfg.breaker_threshold <= len(dial_times) <= bound
-    assert policy.stats.attempts == len(dial_times)
+            assert dials == 0 and outcome.retry_at is not None and outcome.retry_at > t
+        else:
+            assert outcome.reason == "timed_out" and dials == 1
+    assert len(dial_times) >= cfg.breaker_threshold
+    assert len(dial_times) <= cfg.breaker_threshold + breaker_trial_bound(cfg, t - dial_times[0])
     assert policy.stats.breaker_opens == len(dial_times) - cfg.breaker_threshold + 1
-    assert fast >= 1
+    if spacing_s < dial_s + cfg.breaker_cooldown_s / 2:  # the next invocation comes while it is open
+        assert fast >= 1
 
 
-def test_breaker_opens_after_threshold_then_fails_fast_without_dialling() -> None:
-    cfg = PolicyConfig(max_attempts=10, breaker_threshold=3, breaker_cooldown_s=30.0)
+def time_out(policy: ReconnectPolicy, t: float, dial_s: float = 3.0) -> tuple[GiveUp, float]:
+    """One demand whose single dial gets no answer (after the backoff, if any); returns its GiveUp and
+    the time it ended."""
+    action = policy.next_action(t, t + 100.0)
+    if isinstance(action, Wait):
+        t = action.until
+        action = policy.next_action(t, t + 100.0)
+    assert isinstance(action, Dial), action
+    policy.dial_started(t)
+    t += dial_s
+    policy.dial_failed(t, "timeout")
+    outcome = policy.next_action(t, t + 100.0)
+    assert isinstance(outcome, GiveUp) and outcome.reason == "timed_out"
+    policy.end_demand(t)
+    return outcome, t
+
+
+def test_breaker_opens_after_threshold_timeouts_then_fails_fast_without_dialling() -> None:
+    cfg = PolicyConfig(breaker_threshold=3, breaker_cooldown_s=30.0, breaker_cooldown_max_s=300.0)
     policy = ReconnectPolicy(cfg, rng=const(0.5))
     t = 0.0
-    while policy.stats.failures < 3:
+    for n in range(3):
         assert policy.state in ("idle", "backoff")
-        action = policy.next_action(t, 100.0)
-        if isinstance(action, Wait):
-            t = action.until
-            continue
-        assert isinstance(action, Dial)
-        policy.dial_started(t)
-        t += 0.1
-        policy.dial_failed(t)
-    assert policy.stats.breaker_opens == 1
+        _, t = time_out(policy, t)
+        assert policy.stats.breaker_opens == (1 if n == 2 else 0)
     assert policy.state == "open"
-    # fails fast, however much time the invocation has left, until exactly one cool-down has passed
-    for dt in [0.0, 1.0, 10.0, 29.999]:
-        assert policy.next_action(t + dt, t + dt + 900.0) == GiveUp("circuit_open", t + 30.0)
-        assert policy.retry_in(t + dt) == pytest.approx(30.0 - dt)
+    closes = t + 30.0 * 0.75  # rng 0.5
+    # fails fast, however much time the invocation has left, until the cool-down has passed
+    for dt in [0.0, 1.0, 10.0, 22.499]:
+        assert policy.next_action(t + dt, t + dt + 900.0) == GiveUp("circuit_open", pytest.approx(closes))
+        assert policy.retry_in(t + dt) == pytest.approx(closes - t - dt)
+        policy.end_demand(t + dt)
     assert policy.stats.attempts == 3
-    assert policy.stats.give_ups == {"circuit_open": 4}
-    assert policy.next_action(t + 30.0, t + 40.0) == Dial(4)  # same demand: 4th of max_attempts=10
+    assert policy.stats.give_ups == {"timed_out": 3, "circuit_open": 4}
+    assert policy.next_action(closes, closes + 10.0) == Dial(1)  # half-open: one trial
 
 
 def open_breaker(policy: ReconnectPolicy, t: float = 0.0) -> tuple[float, float]:
-    """Fail dials until the breaker opens; return (the last failure's time, the time it will close)."""
+    """Time dials out until the breaker opens; return (the last failure's time, the time it will close)."""
     while policy.stats.breaker_opens == 0 or policy.state != "open":
         action = policy.next_action(t, t + 1000.0)
         if isinstance(action, Wait):
@@ -621,7 +732,7 @@ def open_breaker(policy: ReconnectPolicy, t: float = 0.0) -> tuple[float, float]
             policy.end_demand(t)
             continue
         policy.dial_started(t)
-        policy.dial_failed(t)
+        policy.dial_failed(t, "timeout")
     policy.end_demand(t)
     retry = policy.retry_in(t)
     assert retry is not None
@@ -632,7 +743,7 @@ def test_half_open_allows_exactly_one_trial_and_success_closes() -> None:
     cfg = ON_DEMAND
     policy = ReconnectPolicy(cfg, rng=const(0.3))
     failed_at, closes = open_breaker(policy)
-    assert closes - failed_at == pytest.approx(cfg.breaker_cooldown_s)
+    assert closes - failed_at == pytest.approx(cfg.breaker_cooldown_s * 0.65)  # (0.5 + 0.5 * 0.3) * C
     assert policy.state == "open"
     policy.next_action(closes, closes + 10)  # time passes: half-open
     assert policy.state == "half_open"
@@ -643,46 +754,122 @@ def test_half_open_allows_exactly_one_trial_and_success_closes() -> None:
     assert policy.state == "connected"
     assert isinstance(policy.next_action(closes + 0.2, closes + 10), Ready)
     policy.end_demand(closes + 0.3)
-    # closed: after a loss, failures are counted from zero again and the cool-down is back to its base
+    # closed: after a loss, timeouts are counted from zero again and the cool-down is back to its base
     policy.connection_lost(closes + 100)
     failed_at, reopen = open_breaker(policy, closes + 100)
     assert policy.stats.breaker_opens == 2
-    assert policy.stats.failures == 2 * cfg.breaker_threshold  # counted from zero after the close
-    assert reopen - failed_at == pytest.approx(cfg.breaker_cooldown_s)  # the cool-down is back to base
+    assert policy.stats.timeouts == 2 * cfg.breaker_threshold  # counted from zero after the close
+    assert reopen - failed_at == pytest.approx(cfg.breaker_cooldown_s * 0.65)  # back to base
 
 
-def test_failed_trial_reopens_with_a_growing_capped_cooldown() -> None:
-    cfg = PolicyConfig(breaker_cooldown_s=30.0, breaker_cooldown_max_s=200.0)
-    policy = ReconnectPolicy(cfg, rng=const(0.0))
+def test_a_refused_trial_closes_the_breaker_and_the_demand_keeps_trying() -> None:
+    """A refusal is an answer: the black hole is gone, so the trial's demand retries it like any."""
+    cfg = ON_DEMAND
+    policy = ReconnectPolicy(cfg, rng=const(0.5))
     _, closes = open_breaker(policy)
-    cooldowns = []
-    t = closes
-    for _ in range(7):
-        assert policy.next_action(t, t + 10) == Dial(1)
-        policy.dial_started(t)
-        policy.dial_failed(t + 1.0)
-        t += 1.0
-        give_up = policy.next_action(t, t + 10)
-        assert isinstance(give_up, GiveUp) and give_up.reason == "circuit_open"
+    assert policy.next_action(closes, closes + 10) == Dial(1)
+    policy.dial_started(closes)
+    policy.dial_failed(closes + 0.01, "refused")
+    assert policy.state in ("idle", "backoff")  # closed
+    action = policy.next_action(closes + 0.01, closes + 10)
+    assert isinstance(action, Wait) and action.until <= closes + 0.01 + cfg.max_delay_s
+    assert policy.next_action(action.until, closes + 10) == Dial(2)
+    policy.dial_started(action.until)
+    policy.dial_failed(action.until + 3.0, "timeout")  # a black hole again: the cool-down is back to base
+    give_up = policy.next_action(action.until + 3.0, closes + 10)
+    assert give_up == GiveUp("timed_out", pytest.approx(action.until + 3.0 + 0.75 * cfg.breaker_cooldown_s))
+
+
+def test_failed_trial_reopens_with_a_growing_capped_jittered_cooldown() -> None:
+    cfg = PolicyConfig(breaker_cooldown_s=30.0, breaker_cooldown_max_s=200.0)
+    for u, share in [(0.0, 0.5), (1.0, 1.0)]:  # the draw's two ends: C/2 and C
+        policy = ReconnectPolicy(cfg, rng=const(u))
+        failed_at, closes = open_breaker(policy)
+        assert closes - failed_at == pytest.approx(30.0 * share)
+        cooldowns = []
+        t = closes
+        for _ in range(7):
+            give_up, t = time_out(policy, t, dial_s=1.0)
+            assert give_up.retry_at is not None
+            cooldowns.append(give_up.retry_at - t)
+            assert policy.next_action(t, t + 10) == GiveUp("circuit_open", give_up.retry_at)
+            policy.end_demand(t)
+            t = give_up.retry_at
+        expected = [60.0, 120.0, 200.0, 200.0, 200.0, 200.0, 200.0]
+        assert cooldowns == pytest.approx([c * share for c in expected])
+        assert policy.stats.breaker_opens == 8
+
+
+def test_jittered_cooldowns_spread_sandboxes_that_met_the_same_black_hole() -> None:
+    """1,000 sandboxes time out at the same instant: their probes spread over [C/2, C], no herd."""
+    cfg = ON_DEMAND
+    c = cfg.breaker_cooldown_s
+    closes = []
+    for seed in range(1000):
+        policy = ReconnectPolicy(cfg, rng=seeded(seed))
+        give_up, _ = time_out(policy, 0.0)
         assert give_up.retry_at is not None
-        cooldowns.append(give_up.retry_at - t)
-        policy.end_demand(t)
-        t = give_up.retry_at
-    assert cooldowns == pytest.approx([60.0, 120.0, 200.0, 200.0, 200.0, 200.0, 200.0])
-    assert policy.stats.breaker_opens == 8
+        closes.append(give_up.retry_at - 3.0)
+    assert all(c / 2 <= x <= c for x in closes)
+    tenths = [0] * 10
+    for x in closes:
+        tenths[min(9, int((x - c / 2) / (c / 2) * 10))] += 1
+    assert max(tenths) < 150, tenths  # ~100 each: no slice of the window gets a herd
 
 
-def test_successful_dials_reset_the_consecutive_failure_count() -> None:
-    cfg = PolicyConfig(breaker_threshold=3, max_attempts=2)
+def test_answers_reset_the_consecutive_timeout_count() -> None:
+    cfg = PolicyConfig(breaker_threshold=3)
     policy = ReconnectPolicy(cfg, rng=const(0.0))
     t = 0.0
-    for _ in range(20):  # fail, fail, succeed ... never three failures in a row
-        outcome, _, t = invoke(policy, t, timeout_s=10.0, dial_s=0.0, endpoint_up=False)
-        outcome, _, t = invoke(policy, t, timeout_s=10.0, dial_s=0.0, endpoint_up=True)
-        assert isinstance(outcome, Ready)
-        t += cfg.stable_after_s
-        policy.connection_lost(t)
+    for i in range(40):  # timeout, timeout, then an answer (a refusal or a connection), ...
+        for _ in range(2):
+            _, t = time_out(policy, t)
+        outcome, _, t = invoke(policy, t, timeout_s=10.0, dial_s=0.0, endpoint_up=i % 2 == 0)
+        if i % 2 == 0:
+            assert isinstance(outcome, Ready)
+            t += cfg.stable_after_s
+            policy.connection_lost(t)
+        else:
+            assert isinstance(outcome, GiveUp) and outcome.reason == "attempts_exhausted"
     assert policy.stats.breaker_opens == 0
+    assert policy.stats.timeouts == 80
+
+
+def test_persistent_mode_takes_either_kind_alike() -> None:
+    """The dev server has no breaker: a timeout schedules the next dial like a refusal."""
+    for kind in ("refused", "timeout"):
+        policy = ReconnectPolicy(PERSISTENT, rng=const(1.0))
+        trace = []
+        t = 0.0
+        for _ in range(20):
+            action = policy.next_action(t)
+            if isinstance(action, Wait):
+                t = action.until
+                action = policy.next_action(t)
+            assert isinstance(action, Dial)
+            policy.dial_started(t)
+            trace.append(t)
+            policy.dial_failed(t, kind)  # type: ignore[arg-type]
+        assert trace == pytest.approx(tight_offsets_one(PERSISTENT, 20))
+        assert policy.state == "backoff" and policy.stats.breaker_opens == 0
+
+
+def tight_offsets_one(cfg: PolicyConfig, count: int) -> list[float]:
+    """Dial starts with rng 1 and instant failures: each wait is its whole window."""
+    xs = [0.0]
+    for n in range(count - 1):
+        xs.append(xs[-1] + cfg.backoff_window(n))
+    return xs
+
+
+def test_dial_failed_refuses_an_unknown_kind() -> None:
+    policy = ReconnectPolicy(ON_DEMAND)
+    policy.next_action(0.0, 10.0)
+    policy.dial_started(0.0)
+    with pytest.raises(LocalProtocolError, match="kind"):
+        policy.dial_failed(0.1, "rejected")  # type: ignore[arg-type]
+    assert policy.state == "dialing"  # refused calls change nothing
+    policy.dial_failed(0.1, "refused")
 
 
 # ----------------------------------------------------------------------------- out-of-order calls
@@ -734,7 +921,7 @@ def test_stats_snapshot_and_retry_in() -> None:
     policy.dial_started(0.0)
     policy.dial_failed(0.0)
     assert policy.state == "backoff"
-    assert policy.retry_in(0.02) == pytest.approx(0.03)
+    assert policy.retry_in(0.02) == pytest.approx(PERSISTENT.base_delay_s - 0.02)
     assert policy.retry_in(1.0) == 0.0
     stats = policy.stats
     assert stats == PolicyStats(attempts=1, failures=1)
@@ -801,8 +988,14 @@ class PolicyMachine(RuleBasedStateMachine):
         self.streak_dials: list[float] = []
         self.streak_n: list[int | None] = []
         self.n = 0
-        self.fail_run = 0
-        self.last_fail = -math.inf
+        self.all_dials: list[float] = []  # for N(W): every dial start, across streaks
+        # breaker model (on_demand): only timed-out dials count, any answer resets
+        self.timeout_run = 0
+        self.last_timeout = -math.inf
+        self.cool = self.cfg.breaker_cooldown_s  # C of the next open: it lasts a draw in [C/2, C]
+        self.open_cool: float | None = None  # C of the current open (None: closed)
+        self.trial = False  # the dial in flight started while the breaker was open (half-open)
+        self.demand_timed_out = False  # the current demand's dial got no answer
         self.last_event = 0.0  # the latest event that left us down: a dial is allowed within the cap
         self.fast_until = -math.inf  # a circuit_open GiveUp promised no dial before this
 
@@ -829,15 +1022,22 @@ class PolicyMachine(RuleBasedStateMachine):
                     assert action.until + cfg.min_dial_s <= self.deadline + EPS
         elif isinstance(action, GiveUp):
             assert self.on_demand, "persistent mode never gives up"
-            assert action.reason in ("circuit_open", "attempts_exhausted", "deadline")
+            assert action.reason in ("timed_out", "circuit_open", "attempts_exhausted", "deadline")
+            if action.reason == "timed_out":
+                assert self.demand_timed_out, "gave up on a black hole this demand never dialled"
+            else:
+                assert not self.demand_timed_out, "dialled on after a timeout in the same demand"
             if action.reason == "circuit_open":
+                # only timeouts open it (refusals never do), for a jittered cool-down in [C/2, C]
+                assert self.timeout_run >= cfg.breaker_threshold and self.open_cool is not None
                 assert action.retry_at is not None and action.retry_at > t
-                assert action.retry_at <= self.last_fail + cfg.breaker_cooldown_max_s + EPS
-                assert self.fail_run >= cfg.breaker_threshold
+                assert action.retry_at >= self.last_timeout + self.open_cool / 2 - EPS
+                assert action.retry_at <= self.last_timeout + self.open_cool + EPS
+                assert self.open_cool <= cfg.breaker_cooldown_max_s + EPS
                 self.fast_until = max(self.fast_until, action.retry_at)
             elif action.reason == "attempts_exhausted":
                 assert self.demand_dials >= cfg.max_attempts
-            else:
+            elif action.reason == "deadline":
                 assert self.deadline is not None and self.deadline < t + cfg.min_dial_s + cfg.max_delay_s
         else:
             assert isinstance(action, Dial)
@@ -846,9 +1046,10 @@ class PolicyMachine(RuleBasedStateMachine):
             if self.on_demand:
                 assert self.deadline is not None and t + cfg.min_dial_s <= self.deadline + EPS
                 assert self.demand_dials < cfg.max_attempts
+                assert not self.demand_timed_out, "a second dial after a timeout, in one demand"
                 assert action.attempt == self.demand_dials + 1
-                if self.fail_run >= cfg.breaker_threshold:  # open breaker: one trial per cool-down
-                    assert t >= self.last_fail + cfg.breaker_cooldown_s - EPS
+                if self.open_cool is not None:  # open breaker: one trial per cool-down
+                    assert t >= self.last_timeout + self.open_cool / 2 - EPS
             # the chain rule behind the rate bounds: x[i+2] >= x[i] + delta(n_i)
             if len(self.streak_dials) >= 2:
                 n_i = self.streak_n[-2]
@@ -863,28 +1064,52 @@ class PolicyMachine(RuleBasedStateMachine):
         self.granted = False
         self.phase = "dialing"
         self.demand_dials += 1
+        self.trial = self.open_cool is not None
         self.streak_dials.append(self.t)
         self.streak_n.append(None)
+        # N(W): no window of W seconds ending now holds more dial starts than the formula allows
+        self.all_dials.append(self.t)
+        cfg = self.cfg
+        for width in (cfg.base_delay_s, cfg.max_delay_s, 3 * cfg.max_delay_s, cfg.stable_after_s,
+                      2.5 * cfg.stable_after_s, 60.0):  # fmt: skip
+            recent = sum(1 for x in self.all_dials if x > self.t - width + EPS)
+            assert recent <= cfg.dial_bound(width), (width, recent)
 
     def _scheduled(self) -> None:
         self.streak_n[-1] = self.n
         self.n += 1
         self.last_event = self.t
 
-    def _finish(self, ok: bool) -> None:
+    def _answered(self) -> None:
+        self.timeout_run = 0
+        self.open_cool = None
+        self.cool = self.cfg.breaker_cooldown_s
+
+    def _finish(self, outcome: str) -> None:
         self.granted = False
         self.told = self.t
-        if ok:
+        cfg = self.cfg
+        if outcome == "ok":
             self.policy.dial_succeeded(self.t)
             self.phase = "connected"
             self.connected_at = self.t
-            self.fail_run = 0
+            self._answered()
         else:
-            self.policy.dial_failed(self.t)
+            self.policy.dial_failed(self.t, outcome)  # type: ignore[arg-type]
             self.phase = "down"
-            self.fail_run += 1
-            self.last_fail = self.t
             self._scheduled()
+            if self.on_demand and outcome == "refused":
+                self._answered()
+            elif self.on_demand:
+                self.demand_timed_out = True
+                self.timeout_run += 1
+                self.last_timeout = self.t
+                if self.trial:
+                    self.cool = min(2 * self.cool, cfg.breaker_cooldown_max_s)
+                    self.open_cool = self.cool
+                elif self.timeout_run >= cfg.breaker_threshold:
+                    self.open_cool = self.cool
+        self.trial = False
 
     def _lose(self) -> None:
         self.policy.connection_lost(self.t)
@@ -903,6 +1128,7 @@ class PolicyMachine(RuleBasedStateMachine):
         self.told = self.t
         self.deadline = None
         self.demand_dials = 0
+        self.demand_timed_out = False
         self.granted = False
 
     # -- single steps
@@ -932,9 +1158,9 @@ class PolicyMachine(RuleBasedStateMachine):
         self._start()
 
     @precondition(lambda self: self.phase == "dialing")
-    @rule(ok=st.booleans())
-    def finish_dial(self, ok: bool) -> None:
-        self._finish(ok)
+    @rule(outcome=st.sampled_from(["ok", "refused", "timeout"]))
+    def finish_dial(self, outcome: str) -> None:
+        self._finish(outcome)
 
     @precondition(lambda self: self.phase == "connected")
     @rule()
@@ -947,19 +1173,20 @@ class PolicyMachine(RuleBasedStateMachine):
     @rule(
         script=st.lists(
             st.tuples(
-                st.sampled_from([False, False, True]), st.sampled_from([0.0, 0.1]) | st.floats(0.0, 40.0)
+                st.sampled_from(["refused", "refused", "timeout", "ok"]),
+                st.sampled_from([0.0, 0.1]) | st.floats(0.0, 40.0),
             ),
             min_size=1,
             max_size=40,
         )
     )
-    def shell(self, script: list[tuple[bool, float]]) -> None:
-        for ok, pause in script:
+    def shell(self, script: list[tuple[str, float]]) -> None:
+        for outcome, pause in script:
             if self.on_demand and self.deadline is None:
                 self.deadline = self.t + pause  # a new invocation with `pause` seconds to live
             if self.phase == "dialing":
                 self.t += pause / 10
-                self._finish(ok)
+                self._finish(outcome)
                 continue
             action = self._ask()
             if isinstance(action, Wait):
@@ -967,7 +1194,7 @@ class PolicyMachine(RuleBasedStateMachine):
             elif isinstance(action, Dial):
                 self._start()
                 self.t += pause / 10  # the dial takes a while
-                self._finish(ok)
+                self._finish(outcome)
             elif isinstance(action, Ready):
                 self.t += pause
                 self._lose()

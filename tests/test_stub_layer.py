@@ -184,14 +184,21 @@ def test_sources_only_layer_imports_too(tmp_path: Path, sources_zip: Path) -> No
 
 
 def test_stub_path_must_hold_the_stub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(STUB_PATH_ENV, str(tmp_path))
+    app, stub = tmp_path / "app", tmp_path / "stub"
+    app.mkdir()
+    stub.mkdir()
+    monkeypatch.setenv(STUB_PATH_ENV, str(stub))
     with pytest.raises(LivelambdaError, match=r"stub_runtime/handler\.py"):
-        stub_import_root()
-    (tmp_path / "stub_runtime").mkdir()
-    (tmp_path / "stub_runtime" / "handler.py").write_text("")
-    assert stub_import_root() == str(tmp_path.resolve())
+        stub_import_root(app)
+    (stub / "stub_runtime").mkdir()
+    (stub / "stub_runtime" / "handler.py").write_text("")
+    assert stub_import_root(app) == str(stub.resolve())
+    assert not (app / ".livelambda").exists()  # the override builds no layer
     monkeypatch.delenv(STUB_PATH_ENV)
-    assert stub_import_root() == str(REPO)
+    # By default: the real layer, built and unpacked under the app's state directory.
+    default = Path(stub_import_root(app))
+    assert default.parent.parent == app / ".livelambda" / "layer"
+    assert (default / "stub_runtime" / "handler.py").is_file() and (default / "websockets").is_dir()
 
 
 # -- a live invocation through the unpacked layer -------------------------------------------------

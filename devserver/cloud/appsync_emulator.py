@@ -503,6 +503,14 @@ def build_router(emulator: AppSyncEmulator) -> APIRouter:
     async def http_publish(request: Request) -> Response:
         return await emulator.serve_http_publish(request)
 
+    @router.options("/event")
+    async def preflight() -> Response:
+        # A CORS preflight, as a browser sends before its publish: no auth, nothing published. (The
+        # dev server opens its kept-alive HTTP connections with one.)
+        allow = {"access-control-allow-origin": "*", "access-control-allow-methods": "POST, OPTIONS",
+                 "access-control-allow-headers": "*"}  # fmt: skip
+        return Response(status_code=200, headers=allow)
+
     @router.get("/_livelambda/stats")
     async def stats() -> dict[str, Any]:
         return emulator.stats_snapshot()

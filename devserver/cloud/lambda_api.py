@@ -75,6 +75,7 @@ def lambda_router(emulator: LambdaEmulator) -> APIRouter:
         if name not in emulator.functions or qualifier not in (None, "$LATEST"):
             arn = emulator.arn(name) + (f":{qualifier}" if qualifier else "")
             return _error(404, "ResourceNotFoundException", f"Function not found: {arn}", request_id)
+        function_config = emulator.functions[name]  # now: a saved config may remove it while this runs
         invocation_type = request.headers.get("x-amz-invocation-type", "RequestResponse")
         if invocation_type not in INVOCATION_TYPES:
             return _error(
@@ -141,7 +142,7 @@ def lambda_router(emulator: LambdaEmulator) -> APIRouter:
         if not outcome.ok:
             headers["X-Amz-Function-Error"] = "Unhandled"
         if request.headers.get("x-amz-log-type") == "Tail":
-            headers["X-Amz-Log-Result"] = log_result(report_log(outcome, emulator.functions[name]))
+            headers["X-Amz-Log-Result"] = log_result(report_log(outcome, function_config))
         return Response(content=outcome.payload, status_code=200, headers=headers)
 
     @router.get("/_livelambda/lambda/stats")

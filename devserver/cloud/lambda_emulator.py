@@ -4,6 +4,8 @@ an idle period, like Lambda's execution environments.
 
 Live mode (`LiveMode`) runs livelambda's stub in place of every function's handler, as `aws up` does
 to a real function: the stub's handler string, settings and import path are applied to all functions.
+
+`set_functions` applies a new configuration as a deploy does (config_follower.py calls it on a save).
 """
 
 from __future__ import annotations
@@ -31,6 +33,23 @@ LOG_TAIL_BYTES = 4096
 
 class FunctionNotFound(LivelambdaError):
     error_type = "ResourceNotFoundException"
+
+
+@dataclass(frozen=True)
+class FunctionChanges:
+    """What a new configuration changed: names of functions added, removed, and changed (restarted)."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        parts = [
+            f"{what} {', '.join(names)}"
+            for what, names in (("added", self.added), ("removed", self.removed), ("restarted", self.changed))
+            if names
+        ]
+        return "; ".join(parts) or "no function changed"
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,7 @@ class LambdaEmulator:
         self._launcher = launcher
         self._pools: dict[str, WorkerPool] = {}
         self._background: set[asyncio.Task[InvocationOutcome]] = set()
+        self._retiring: set[asyncio.Task[None]] = set()
         self.async_invocations = 0
 
     @classmethod
@@ -133,6 +153,33 @@ class LambdaEmulator:
         if not task.cancelled():
             task.exception()  # retrieved: a failed Event invocation is counted by its pool, not raised
 
+    def set_functions(self, functions: Mapping[str, FunctionConfig]) -> FunctionChanges:
+        """Serve `functions` from now on, as after a deploy: an added one can be invoked at once, a removed
+        one answers ResourceNotFoundException, and a changed one's sandboxes are replaced: invocations
+        in flight finish in the old ones, the next invocation starts a new sandbox."""
+        old = self.functions
+        changes = FunctionChanges(
+            added=tuple(sorted(n for n in functions if n not in old)),
+            removed=tuple(sorted(n for n in old if n not in functions)),
+            changed=tuple(sorted(n for n in functions if n in old and functions[n] != old[n])),
+        )
+        self.functions = dict(functions)
+        for name in (*changes.removed, *changes.changed):
+            pool = self._pools.pop(name, None)
+            if pool is not None:
+                task = asyncio.ensure_future(self._retire(pool))
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+        return changes
+
+    @staticmethod
+    async def _retire(pool: WorkerPool) -> None:
+        """Stop a replaced pool's sandboxes once its invocations in flight are done."""
+        try:
+            await pool.drain()
+        finally:
+            await pool.close()
+
     async def set_live(self, live: LiveMode | None) -> None:
         """Switch live mode on or off; running sandboxes are replaced on their next invocation."""
         self.live = live
@@ -150,6 +197,9 @@ class LambdaEmulator:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._background, return_exceptions=True)
+        for task in list(self._retiring):
+            task.cancel()  # closes its pool now (the finally of _retire)
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         pools, self._pools = self._pools, {}
         await asyncio.gather(*(p.close() for p in pools.values()), return_exceptions=True)
 

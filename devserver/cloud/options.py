@@ -35,4 +35,17 @@ class CloudOptions:
     connection_timeout_ms: int = 300_000
     app_dir: Path | None = None  # serve this app's functions through the Lambda emulator
     live: bool = False  # run the app's functions in live mode: the stub forwards to `livelambda dev`
+    live_auth: str = "api_key"  # how the live stubs sign: "api_key", or "iam" (as `aws up --auth iam`)
+    tls_cert: Path | None = None  # serve https/wss with this certificate (chain) and key, as AppSync does
+    tls_key: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def urls(self, host: str) -> tuple[str, str]:
+        """(HTTP publish URL, realtime URL) of this cloud at `host` ("ADDRESS:PORT")."""
+        if self.tls:
+            return f"https://{host}/event", f"wss://{host}/event/realtime"
+        return f"http://{host}/event", f"ws://{host}/event/realtime"

@@ -3,10 +3,12 @@ control plane for Event APIs) and the Lambda Invoke API, run by uvicorn."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +33,38 @@ def mount_lambda(app: FastAPI, options: CloudOptions) -> None:
 
 
 def create_app(options: CloudOptions) -> FastAPI:
-    """The whole `livelambda cloud` app. `options.api_key` must be set (serve() generates one)."""
-    app = FastAPI(title="livelambda cloud", docs_url=None, redoc_url=None, openapi_url=None)
+    """The whole `livelambda cloud` app. `options.api_key` must be set (serve() generates one).
+    With `options.app_dir`, the Lambda emulator follows the app's configuration file while it runs."""
+    app = FastAPI(
+        title="livelambda cloud", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_follow_config
+    )
     emulator = AppSyncEmulator(options)
     app.state.appsync = emulator
     app.state.options = options
     app.include_router(build_router(emulator))
     app.include_router(build_control_router(emulator.control))  # boto3's appsync client, endpoint_url=cloud
     mount_lambda(app, options)
+    if options.app_dir is not None:
+        from devserver.cloud.config_follower import ConfigFollower
+        from devserver.config import load_config
+
+        app.state.config_follower = ConfigFollower(app.state.lambda_emulator, load_config(options.app_dir))
     return app
+
+
+@contextlib.asynccontextmanager
+async def _follow_config(app: FastAPI) -> AsyncIterator[None]:
+    """Watch the app's configuration from before the cloud listens (a save right after it is ready is
+    seen) until it stops."""
+    follower = getattr(app.state, "config_follower", None)
+    if follower is None:
+        yield
+        return
+    await follower.start()
+    try:
+        yield
+    finally:
+        await follower.close()
 
 
 def generate_api_key() -> str:
@@ -52,6 +77,12 @@ def serve(options: CloudOptions) -> int:
     if options.api_key is None:
         options = dataclasses.replace(options, api_key=generate_api_key())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stub_path = _stub_path(options) if options.live else None  # before binding: it may fail
+    if options.app_dir is not None:  # the functions' own venv, before any sandbox starts
+        from devserver.config import load_config
+        from devserver.runtime.app_env import ensure_for_app
+
+        ensure_for_app(load_config(options.app_dir), lambda line: print(line, flush=True))
     app = create_app(options)
     # uvicorn binds the socket itself: a socket handed to it would lack TCP_NODELAY (~88 ms a call).
     config = uvicorn.Config(
@@ -62,8 +93,11 @@ def serve(options: CloudOptions) -> int:
         access_log=False,
         timeout_graceful_shutdown=2,
         ws=realtime_protocol(app.state.appsync),  # the realtime WebSocket bypasses ASGI: see realtime.py
+        # https and wss, as AppSync serves them; the realtime protocol gets the TLS transport as is.
+        ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
+        ssl_keyfile=str(options.tls_key) if options.tls_key else None,
     )
-    server = ReadyServer(config, on_ready=lambda port: _announce(app, options, port))
+    server = ReadyServer(config, on_ready=lambda port: _announce(app, options, port, stub_path))
     if not run_until_stopped(server):
         print(f"livelambda cloud: could not listen on {options.host}:{options.port}", file=sys.stderr)
         return 1
@@ -71,16 +105,18 @@ def serve(options: CloudOptions) -> int:
     return 0
 
 
-def _announce(app: FastAPI, options: CloudOptions, port: int) -> None:
+def _announce(app: FastAPI, options: CloudOptions, port: int, stub_path: str | None) -> None:
     host = f"{options.host}:{port}"
-    if options.live:
-        _go_live(app, options, host)
+    if stub_path is not None:
+        _go_live(app, options, host, stub_path)
+    http_url, realtime_url = options.urls(host)
     info = {
         "pid": os.getpid(),
         "port": port,
         "host": host,
-        "http_url": f"http://{host}/event",
-        "realtime_url": f"ws://{host}/event/realtime",
+        "base_url": http_url.removesuffix("/event"),
+        "http_url": http_url,
+        "realtime_url": realtime_url,
         "api_key": options.api_key,
         "region": options.region,
         "namespaces": list(options.namespaces),
@@ -92,15 +128,28 @@ def _announce(app: FastAPI, options: CloudOptions, port: int) -> None:
         write_json_atomically(Path(ready_file), info)
 
 
-def _go_live(app: FastAPI, options: CloudOptions, host: str) -> None:
+def _stub_path(options: CloudOptions) -> str:
+    """Where the live sandboxes import the stub from: the app's unpacked stub layer (see live.py)."""
+    from devserver.cloud.live import stub_import_root
+    from devserver.usage import UsageError
+
+    if options.app_dir is None:
+        raise UsageError("--live needs an app: run it in the app's directory or pass --app DIR")
+    return stub_import_root(options.app_dir.resolve())
+
+
+def _go_live(app: FastAPI, options: CloudOptions, host: str, stub_path: str) -> None:
     """Switch the app's functions to the stub now that the port is known (no sandbox runs yet)."""
     from devserver.cloud.live import live_mode
     from devserver.config import load_config
 
-    if options.app_dir is None:
-        raise SystemExit("livelambda cloud: --live needs --app DIR (the app whose functions go live)")
+    assert options.app_dir is not None  # _stub_path() checked it
     emulator = app.state.lambda_emulator
-    emulator.live = live_mode(load_config(options.app_dir), host=host, api_key=options.api_key or "")
+    iam = options.iam_credentials[0] if options.live_auth == "iam" and options.iam_credentials else None
+    emulator.live = live_mode(
+        load_config(options.app_dir), host=host, api_key=options.api_key or "", stub_path=stub_path,
+        tls=options.tls, iam=iam,
+    )  # fmt: skip
 
 
 def _print_banner(info: dict[str, Any]) -> None:
@@ -114,6 +163,6 @@ def _print_banner(info: dict[str, Any]) -> None:
     console.print(f"  API key       {info['api_key']}")
     console.print(f"  namespaces    {', '.join(info['namespaces'])}")
     console.print(f"  IAM keys      {iam}  (region {info['region']})")
-    console.print(f"  stats         http://{info['host']}/_livelambda/stats")
+    console.print(f"  stats         {info['base_url']}/_livelambda/stats")
     console.print("Press Ctrl+C to stop.")
     sys.stdout.flush()

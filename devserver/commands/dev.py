@@ -4,6 +4,7 @@ for the app (what `make dev` does), and stop both on Ctrl+C."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,12 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from rich.markup import escape
 
+from devserver.commands.try_lines import try_lines
 from devserver.config import AppConfig, load_config
+from devserver.dev_lock import DevLock
 from devserver.processes import stop_process
+from devserver.runtime import app_env
 from devserver.serving import ReadyServer, run_until_stopped, write_json_atomically
 from devserver.session import LiveSession, cloud_file, load_or_create, state_dir
 from devserver.terminal import Terminal
+from devserver.usage import check_can_listen
 
 CLOUD_START_TIMEOUT_S = 60.0
 
@@ -48,7 +54,13 @@ def start_cloud(
     """`livelambda cloud --app APP --live` as a child process; returns it and its ready info."""
     state_dir(app.root)
     ready = cloud_file(app.root)
-    ready.unlink(missing_ok=True)
+    running = _cloud_info_if_running(ready)
+    if running is not None:  # started by hand: its file and port are its own
+        raise CloudFailed(
+            f"livelambda cloud already runs for this app (pid {running['pid']}, http://{running['host']}); "
+            "use it: run `livelambda dev` without --cloud, or stop it (Ctrl+C in its terminal) first"
+        )
+    ready.unlink(missing_ok=True)  # left by a cloud that is gone
     log_path = ready.with_name("cloud.log")
     terminal.info(f"[dim]starting livelambda cloud on 127.0.0.1:{port} (its log: {log_path}) ...[/dim]")
     extra = ["--concurrency", str(concurrency)] if concurrency is not None else []
@@ -69,11 +81,31 @@ def start_cloud(
             tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
             raise CloudFailed(
                 f"livelambda cloud exited with status {proc.returncode} before listening "
-                f"(is port {port} in use? pass --cloud-port). Its last lines:\n  " + "\n  ".join(tail)
+                f"(is port {port} in use? pass --cloud-port, or with make: "
+                f'make dev ARGS="--cloud-port 8800"). Its last lines:\n  ' + "\n  ".join(tail)
             )
         time.sleep(0.05)
     stop_process(proc, group=True)
     raise CloudFailed(f"livelambda cloud did not start within {CLOUD_START_TIMEOUT_S:.0f} s")
+
+
+def _cloud_info_if_running(path: Path) -> dict | None:
+    """The cloud's ready file, if the process that wrote it still runs."""
+    try:
+        info = json.loads(path.read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info
+
+
+def _remove_if_written_by(path: Path, pid: int) -> None:
+    """A dev server removes only files it (or its child) wrote: this one, if `pid` wrote it."""
+    try:
+        if json.loads(path.read_text()).get("pid") == pid:
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _die_with_parent() -> None:
@@ -91,7 +123,21 @@ def run(cmd: DevCommand) -> int:
 
     terminal = Terminal()
     app = load_config(cmd.app_dir)
+    # One dev server per app, before anything touches its files or ports (raises, naming the holder).
+    lock = DevLock(app.root)
+    lock.acquire(
+        host=cmd.host,
+        port=cmd.port if cmd.port is not None else app.dashboard.port,
+        cloud_port=cmd.cloud_port if cmd.cloud else None,
+    )
+    # Ports first: a busy one is a one-line usage error, before a cloud starts or anything binds.
+    dashboard_port = cmd.port if cmd.port is not None else app.dashboard.port
+    check_can_listen(cmd.host, dashboard_port, port_flag="--port")
+    if cmd.cloud:
+        check_can_listen(cmd.host, cmd.cloud_port, port_flag="--cloud-port")
     session = load_or_create(app.root, app.app, app.stage)
+    # The functions' own venv (Lambda's runtime + the app's requirements), before the cloud and workers.
+    app_env.ensure_for_app(app, lambda line: print(line, flush=True))
     cloud_proc = None
     attached = None
     try:
@@ -121,6 +167,7 @@ def run(cmd: DevCommand) -> int:
         )
 
         def ready(real_port: int) -> None:
+            lock.update(port=real_port, cloud_port=info["port"] if info else None)
             _banner(terminal, app, session.id, cmd, info, real_port)
             if cmd.ready_file is not None:
                 url = f"http://{cmd.host}:{real_port}/"
@@ -135,8 +182,10 @@ def run(cmd: DevCommand) -> int:
     finally:
         if cloud_proc is not None:
             stop_process(cloud_proc, group=True)
+            _remove_if_written_by(cloud_file(app.root), cloud_proc.pid)  # no stale endpoint for `invoke`
         if attached is not None:
             _aws_down(app, session.id, cmd, terminal)
+        lock.release()
         terminal.info("[dim]livelambda dev: stopped[/dim]")
 
 
@@ -201,18 +250,18 @@ def _banner(
 ) -> None:
     names = ", ".join(f"{n} ({f.handler})" for n, f in app.functions.items())
     first = next(iter(app.functions), "FUNCTION")
-    payload = '{"name": "world"}'
     t = terminal.info
     t(f"[bold]livelambda dev[/bold] — app [bold]{app.app}[/bold] (stage {app.stage}), session {session}")
     t(f"  dashboard  [cyan]http://{cmd.host}:{port}/[/cyan]")
     t(f"  functions  {names}")
+    if app_env.uses_app_env(app):
+        declared = app_env.declaration(app.root).label or f"no {app_env.REQUIREMENTS}"
+        where = escape(app_env.shown(app_env.venv_dir(app.root)))
+        t(f"  python     {where}  (Lambda's runtime + {declared})")
     if info is not None:
         base = f"http://{info['host']}"
         t(f"  cloud      {base}  (AppSync Events /event + /event/realtime, Lambda Invoke API)")
-        t("  try:")
-        t(f"    livelambda invoke {first} '{payload}' --app {cmd.app_dir}")
-        t(
-            f"    aws lambda invoke --endpoint-url {base} --function-name {first} "
-            f"--cli-binary-format raw-in-base64-out --payload '{payload}' /dev/stdout"
-        )
+        t("  try, from this directory (the emulator takes any credentials):")
+        for line in try_lines(first, app.root, base):
+            t(f"    {escape(line)}")
     t("Save a handler file and the next invocation runs the new code. Press Ctrl+C to stop.")

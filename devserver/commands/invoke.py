@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from devserver.dev import read_cloud_info
+from stub_runtime.errors import LivelambdaError
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8790"
 
@@ -32,11 +33,24 @@ def read_payload(text: str | None) -> bytes:
     return raw
 
 
+class NoCloudForApp(LivelambdaError):
+    error_type = "Livelambda.NoCloudForApp"
+
+
 def endpoint_url(app_dir: Path | None, explicit: str | None) -> str:
+    """`--endpoint-url`, else the app's running cloud, else :8790. With `--app` and no cloud running
+    for that app, NoCloudForApp: :8790 may be another app's cloud, with functions of the same names."""
     if explicit:
         return explicit
     info = read_cloud_info((app_dir or Path.cwd()).resolve())
-    return f"http://{info['host']}" if info else DEFAULT_ENDPOINT
+    if info:
+        return f"http://{info['host']}"
+    if app_dir is not None:
+        raise NoCloudForApp(
+            f"no livelambda cloud is running for {app_dir} (it has no .livelambda/cloud.json); start it "
+            f"with `livelambda dev {app_dir} --cloud`, or pass --endpoint-url"
+        )
+    return DEFAULT_ENDPOINT
 
 
 def run(
@@ -68,7 +82,12 @@ def run(
         )
         return 1
     except botocore.exceptions.ClientError as exc:
-        print(f"livelambda invoke: {exc}", file=sys.stderr)
+        hint = ""
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            from devserver.commands.function_names import known_functions, suggestion
+
+            hint = suggestion(function, known_functions(target, app_dir))
+        print(f"livelambda invoke: {exc}{hint}", file=sys.stderr)
         return 1
     body = response["Payload"].read().decode("utf-8", "replace")
     if response.get("LogResult"):

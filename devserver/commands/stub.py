@@ -31,11 +31,21 @@ def describe(build: LayerBuild) -> str:
 
 
 def run_build(output: Path | None, *, precompile: bool = True) -> int:
-    target = output if output is not None else default_output()
+    target = output if output is not None else Path.cwd() / DEFAULT_OUTPUT
     try:
+        if output is None:
+            default_output()  # creates the state directory, with its .gitignore
         build = build_layer(target, precompile=precompile)
-    except (LayerBuildFailed, OSError) as exc:
+    except LayerBuildFailed as exc:
         print(f"livelambda stub build: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # where it was asked to write: a usage error
+        where = f" ({exc.filename}: {exc.strerror})" if exc.filename and exc.strerror else f": {exc}"
+        print(
+            f"livelambda stub build: cannot write {target}{where}; "
+            "pass --output with a path in a writable directory",
+            file=sys.stderr,
+        )
+        return 2
     print(describe(build))
     return 0

@@ -23,6 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from devserver.dashboard.docs import render_docs
 from devserver.dashboard.masking import DISPLAY_LIMIT_BYTES, dumps, for_display, is_secret_name, secret_keys
 from devserver.dashboard.sources import DashboardSources
 from devserver.invocations import InvocationRecord
@@ -46,6 +47,10 @@ class InvocationSummary(BaseModel):
     trigger: str = Field(description="The service the event came from, guessed from its shape.")
     started_at: float = Field(description="Epoch seconds.")
     deadline_ms: int = Field(description="The Lambda deadline, epoch milliseconds.")
+    timeout_s: float | None = Field(
+        None, description="Seconds the handler gets here: live, the function's timeout less the way back."
+    )
+    timeout_note: str | None = Field(None, description="Why the timeout is what it is, and how to raise it.")
     status: str = Field(
         description="running | ok | handler_error | timeout | crashed | init_error | livelambda_error"
     )
@@ -302,6 +307,11 @@ def create_dashboard_router(
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
         return HTMLResponse(_static_text("index.html"), headers=_NO_CACHE)
+
+    @router.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        """The API's documentation, offline (create the app with `docs_url=None, redoc_url=None`)."""
+        return HTMLResponse(render_docs(request.app.openapi()), headers=_NO_CACHE)
 
     @router.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:

@@ -36,12 +36,16 @@ class InvocationRequest:
     `deadline_ms` (wall-clock epoch ms) is an outside cap, e.g. the real Lambda's deadline in live mode.
     The function's own timeout always applies too, counted from the moment the runtime gets the event
     (so a cold start does not eat into it, as in Lambda); the runtime sees the earlier of the two.
+    `timeout_s` replaces the configured timeout (live mode: the deployed function's, less the way
+    back) and `timeout_note` says why in the `Sandbox.Timedout` message.
     `invoked_function_arn` defaults to the function's ARN in the worker's region.
     """
 
     payload: bytes
     request_id: str = field(default_factory=new_request_id)
     deadline_ms: int | None = None
+    timeout_s: float | None = None
+    timeout_note: str | None = None
     invoked_function_arn: str | None = None
     trace_id: str = field(default_factory=new_trace_id)
     client_context: str | None = None
@@ -84,10 +88,9 @@ def error_payload(error_type: str, message: str, stack_trace: list[str] | None =
     return json.dumps(body).encode()
 
 
-def timeout_payload(request_id: str, seconds: float) -> bytes:
-    return error_payload(
-        "Sandbox.Timedout", f"RequestId: {request_id} Error: Task timed out after {seconds:.2f} seconds"
-    )
+def timeout_payload(request_id: str, seconds: float, note: str | None = None) -> bytes:
+    message = f"RequestId: {request_id} Error: Task timed out after {seconds:.2f} seconds"
+    return error_payload("Sandbox.Timedout", f"{message}: {note}" if note else message)
 
 
 def exit_payload(request_id: str, returncode: int) -> bytes:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 DEFAULT_LOG_LIMIT = 256 * 1024
 _CHUNK = 256 * 1024
@@ -22,6 +23,11 @@ class LogBuffer:
         self._head = bytearray()
         self._tail = bytearray()
         self.cut = 0  # bytes left out
+
+    @property
+    def written(self) -> bool:
+        """Whether anything was written (checked before building the text on a hot path)."""
+        return bool(self._head)
 
     def write(self, data: bytes) -> None:
         half = self.limit // 2
@@ -101,6 +107,32 @@ class PipeReader:
             self._loop.remove_reader(fd)
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def without_error_report(logs: str, error: Mapping[str, Any]) -> str:
+    """`logs` less the report awslambdaric writes for an unhandled error (`[ERROR] Type: message` and
+    its traceback, as `_text` shows it), for whoever shows the error itself: the terminal, the stub."""
+    error_type, message = str(error.get("errorType") or ""), str(error.get("errorMessage") or "")
+    if f"[ERROR] {error_type}" not in logs:  # the common case costs one search
+        return logs
+    head = "[ERROR]" + (f" {error_type}" if error_type else "")
+    if message:
+        head += (":" if error_type else "") + f" {message}"
+    lines = [head]
+    trace = error.get("stackTrace")
+    if isinstance(trace, list):
+        lines.append("Traceback (most recent call last):")
+        for element in map(str, trace):
+            lines += [_nbsp_indented(line) for line in element.splitlines()] if element else [""]
+    report = _text("\r".join(lines).encode() + b"\n")
+    at = logs.rfind(report)
+    return logs if at < 0 else logs[:at] + logs[at + len(report) :]
+
+
+def _nbsp_indented(line: str) -> str:
+    """awslambdaric's indentation of an error report's lines (no-break spaces, or CloudWatch trims)."""
+    stripped = line.lstrip(" ")
+    return "\u00a0" * (len(line) - len(stripped)) + stripped
 
 
 def _text(data: bytes) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from devserver.config import FunctionConfig
+from devserver.runtime import app_env
 from devserver.runtime.invocation import InvocationOutcome, InvocationRequest, error_payload
 from devserver.runtime.launcher import Launcher, SubprocessLauncher
 from devserver.runtime.logs import DEFAULT_LOG_LIMIT
@@ -90,6 +91,7 @@ class WorkerPool:
         self._idle.set()
         self._closed = False
         self._recycler: asyncio.Task[None] | None = None
+        self._env_ready = function.app_env is None  # else made (or checked) before the first worker
         self._stopping: set[asyncio.Task[None]] = set()
         self.invocations = 0
         self.cold_starts = 0
@@ -121,6 +123,13 @@ class WorkerPool:
 
     async def _invoke(self, request: InvocationRequest) -> InvocationOutcome:
         worker = self._take_warm()
+        if worker is None and not self._env_ready:
+            problem = await app_env.prepare(self.function)  # once: the function's own venv, made off-loop
+            if problem is not None:
+                self.invocations += 1
+                self.errors += 1
+                return env_failure(request, problem)
+            self._env_ready = True
         if worker is None:
             worker = Worker(self.function, **self._worker_options)  # type: ignore[arg-type]
             self._workers.append(worker)
@@ -205,6 +214,21 @@ class WorkerPool:
             errors=self.errors,
             sandboxes=[SandboxInfo(w.id, w.pid, w.state, w.invocations) for w in self._workers],
         )
+
+
+def env_failure(request: InvocationRequest, problem: str) -> InvocationOutcome:
+    """The function's environment could not be made (app_env.py says why): no worker can start."""
+    return InvocationOutcome(
+        request_id=request.request_id,
+        status="init_error",
+        payload=error_payload(app_env.ERROR_TYPE, problem),
+        error_type=app_env.ERROR_TYPE,
+        logs="",
+        duration_ms=0.0,
+        init_duration_ms=None,
+        worker_id="",
+        cold=True,
+    )
 
 
 def launch_failure(request: InvocationRequest, worker: Worker, exc: OSError) -> InvocationOutcome:

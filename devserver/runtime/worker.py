@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from devserver.config import FunctionConfig
+from devserver.runtime.app_env import with_import_hint
 from devserver.runtime.environment import lambda_environment
 from devserver.runtime.invocation import (
     MAX_RESPONSE_BYTES,
@@ -75,9 +76,9 @@ class WorkerBusy(LivelambdaError):
 
 log = logging.getLogger("livelambda.worker")
 _Outcome = tuple[Status, bytes, str | None]  # (status, payload, error type)
-# (request id, status, payload), called as the runtime's answer arrives, before the outcome's
-# bookkeeping: the live bridge publishes the result from there, one loop step sooner.
-AnswerCallback = Callable[[str, str, bytes], Any]
+# (request id, status, payload, the handler's output so far), called as the runtime's answer arrives,
+# before the outcome's bookkeeping: the live bridge publishes the result from there, one loop step sooner.
+AnswerCallback = Callable[[str, str, bytes, str], Any]
 Deliver = Callable[[InvocationRequest], None]  # answers a pending GET /invocation/next
 
 
@@ -325,12 +326,15 @@ class Worker:
                     return inflight.done.result()
                 return "timeout", timeout_payload(request.request_id, wait_s), "Sandbox.Timedout"
         # 2. Hand the event over, with the deadline the runtime will see.
-        timeout_s = self.function.timeout
+        timeout_s = self.function.timeout if request.timeout_s is None else request.timeout_s
+        stated_s = timeout_s  # what a timeout says, as Lambda states the nominal timeout
         now = time.time()
         deadline_s = now + timeout_s
         if request.deadline_ms is not None and request.deadline_ms / 1000 < deadline_s:
             deadline_s = request.deadline_ms / 1000
             timeout_s = max(0.0, deadline_s - now)
+            if request.timeout_s is None:
+                stated_s = timeout_s
         delivered = dataclasses.replace(
             request,
             deadline_ms=int(deadline_s * 1000),
@@ -344,7 +348,7 @@ class Worker:
         # 3. Wait for the answer, the end of the process, or the deadline. A timer that settles the
         # future, not wait_for(shield()): the answer then reaches the caller one loop step after it
         # arrives instead of three (and before the runtime's next poll is read).
-        timer = asyncio.get_running_loop().call_later(timeout_s, _time_out, inflight, timeout_s)
+        timer = asyncio.get_running_loop().call_later(timeout_s, _time_out, inflight, stated_s)
         try:
             outcome = await inflight.done
         finally:
@@ -410,6 +414,13 @@ class Worker:
     def _logs_write(self, data: bytes) -> None:
         self._logs.write(data)
 
+    def _output(self) -> str:
+        """The invocation's output so far: the runtime wrote it before its answer, so it is in the
+        pipes if the loop has not read it yet."""
+        if self._reader is not None:
+            self._reader.drain()
+        return self._logs.text() if self._logs.written else ""
+
     # -- the Runtime API, called by the server -------------------------------------------------
 
     def next_invocation(self, deliver: Deliver) -> Callable[[], None]:
@@ -459,6 +470,8 @@ class Worker:
 
     def init_error(self, body: bytes, error_type: str | None) -> None:
         error_type = _error_type(body) or error_type or "Runtime.Unknown"
+        if error_type == "Runtime.ImportModuleError":  # a missing package: say where to install it
+            body = with_import_hint(body, self.function, self.handler)
         self._init_error = (body, error_type)
         inflight = self._inflight
         if inflight is not None and not inflight.done.done():
@@ -468,7 +481,7 @@ class Worker:
         inflight.done.set_result(outcome)
         if self.on_answer is not None:
             try:
-                self.on_answer(inflight.request.request_id, outcome[0], outcome[1])
+                self.on_answer(inflight.request.request_id, outcome[0], outcome[1], self._output())
             except Exception:  # the answer still reaches the caller the usual way
                 log.exception("the answer callback of worker %s failed", self.id)
 
@@ -486,7 +499,8 @@ class Worker:
 
 def _time_out(inflight: _Inflight, timeout_s: float) -> None:
     if not inflight.done.done():
-        expired = timeout_payload(inflight.request.request_id, timeout_s)
+        request = inflight.request
+        expired = timeout_payload(request.request_id, timeout_s, request.timeout_note)
         inflight.done.set_result(("timeout", expired, "Sandbox.Timedout"))
 
 

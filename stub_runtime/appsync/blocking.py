@@ -13,7 +13,8 @@ many things at once, uses the asyncio client in `client.py`.)
     data = conn.next_data(deadline)                 # a Data frame, or None at the deadline
 
 `OnDemandConnection` dials it under a `ReconnectPolicy` in on_demand mode: only for an invocation,
-bounded by its deadline, backed off, with the circuit breaker.
+bounded by its deadline, refusals retried backed off, a dial that got no answer not repeated, and the
+circuit breaker failing fast while the endpoint stays a black hole.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from stub_runtime.appsync.errors import (
     ConnectionLost,
     OperationTimeout,
     closed_before_ack,
+    failure_kind,
     give_up_error,
     handshake_failed,
     no_answer,
@@ -50,9 +52,10 @@ from stub_runtime.appsync.errors import (
     upgrade_refused,
 )
 from stub_runtime.appsync.publishing import (
+    HttpPublisher,
     PublishResult,
     check_channel,
-    http_publish,
+    default_tls_context,
     merge,
     merge_reply,
     normalise_http_url,
@@ -75,7 +78,9 @@ _MAX_MESSAGE = 4 * 1024 * 1024
 
 class BlockingConnection:
     """One AppSync Events WebSocket, used from one thread. Not reusable: after `close()` or a loss,
-    make a new one. Arguments as `AppSyncEventsClient`'s, and `ssl_context` for a `wss` URL."""
+    make a new one. Arguments as `AppSyncEventsClient`'s, `ssl_context` for a `wss` URL (and an
+    `https` one), and `http_publisher`: the kept-alive HTTP connection to publish over (IAM), which a
+    sandbox keeps across its connections (default: one of this connection's own)."""
 
     def __init__(
         self,
@@ -89,9 +94,12 @@ class BlockingConnection:
         max_event_bytes: int | None = f.MAX_EVENT_BYTES,
         clock: Callable[[], float] = time.monotonic,
         ssl_context: ssl.SSLContext | None = None,
+        http_publisher: HttpPublisher | None = None,
     ) -> None:
         self.http_url = normalise_http_url(http_url)
         self.ssl_context = ssl_context  # for wss: None verifies against the system's CAs
+        self._owns_publisher = http_publisher is None
+        self.http_publisher = http_publisher or HttpPublisher(self.http_url, ssl_context=ssl_context)
         self.realtime_url = realtime_url
         self.auth = auth
         self.open_timeout_s = open_timeout_s
@@ -182,7 +190,7 @@ class BlockingConnection:
         if secure:
             try:
                 sock.settimeout(max(0.001, deadline - self.clock()))
-                context = self.ssl_context or ssl.create_default_context()
+                context = self.ssl_context or default_tls_context()
                 self._sock = context.wrap_socket(sock, server_hostname=host)
             except TimeoutError:
                 raise no_answer(url, budget) from None
@@ -241,7 +249,7 @@ class BlockingConnection:
             for batch in batches:
                 timeout = min(self.http_timeout_s, max(0.001, deadline - self.clock()))
                 payload = [events[i] for i in batch]
-                successful, failed = http_publish(self.http_url, self.auth, channel, payload, timeout)
+                successful, failed = self.http_publisher.publish(self.auth, channel, payload, timeout)
                 merge(result, batch, successful, failed)
             return sorted_result(result)
         self._require_open()
@@ -294,6 +302,8 @@ class BlockingConnection:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
+        if self._owns_publisher:
+            self.http_publisher.close()
 
     # ---------------------------------------------------------------------------- reading
     def _answer(self, frame_id: str, deadline: float, what: str) -> f.ServerFrame:
@@ -443,8 +453,9 @@ class BlockingConnection:
 
 class OnDemandConnection:
     """At most one BlockingConnection at a time, dialled only for a demand (an invocation) and only as
-    the policy (on_demand mode) allows: backed off, bounded by the demand's deadline, the circuit
-    breaker failing demands fast while the endpoint keeps failing.
+    the policy (on_demand mode) allows: refusals retried backed off within the demand's deadline, a
+    dial that got no answer ending the demand, the circuit breaker failing demands fast while the
+    endpoint stays a black hole.
 
         link = OnDemandConnection(make_connection, ReconnectPolicy(PolicyConfig(mode="on_demand")))
         conn = link.ensure_connected(deadline)   # ConnectGiveUp / CircuitOpen when it cannot
@@ -469,6 +480,9 @@ class OnDemandConnection:
         self.connection: BlockingConnection | None = None
         self.last_error: BaseException | None = None
         self.endpoint: str | None = None
+        # this demand's dials and when the first began: what its give-up reports
+        self._demand_dials = 0
+        self._demand_since: float | None = None
 
     def ensure_connected(self, deadline: float) -> BlockingConnection:
         """An open, fresh connection, dialled if needed within `deadline` (this object's clock). Raises
@@ -492,6 +506,8 @@ class OnDemandConnection:
 
     def end_demand(self) -> None:
         """The invocation is over (resets the per-invocation attempt count)."""
+        self._demand_dials = 0
+        self._demand_since = None
         self.policy.end_demand(self._clock())
 
     def lost(self) -> None:
@@ -523,12 +539,16 @@ class OnDemandConnection:
     def _dial(self, deadline: float) -> bool:
         conn = self._factory()
         self.endpoint = conn.realtime_url
-        self.policy.dial_started(self._clock())
+        started = self._clock()
+        self.policy.dial_started(started)
+        self._demand_dials += 1
+        if self._demand_since is None:
+            self._demand_since = started
         budget = conn.open_timeout_s + conn.ack_timeout_s
         try:
             conn.connect(min(deadline, self._clock() + budget))
         except DIAL_ERRORS as exc:
-            self.policy.dial_failed(self._clock())
+            self.policy.dial_failed(self._clock(), failure_kind(exc))
             self.last_error = exc
             log.info("AppSync dial failed: %s", exc)
             return False
@@ -541,10 +561,13 @@ class OnDemandConnection:
         return True
 
     def _give_up(self, action: GiveUp, now: float) -> ConnectGiveUp:
+        since = self._demand_since
         return give_up_error(
             action,
             now,
             attempts=self.policy.stats.attempts,
             endpoint=self.endpoint,
             last_error=self.last_error,
+            dials=self._demand_dials,
+            waited_s=0.0 if since is None else now - since,
         )

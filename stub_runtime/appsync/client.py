@@ -1,4 +1,5 @@
-"""Async AppSync Events client: one WebSocket connection, plus HTTP publish.
+"""Async AppSync Events client: one WebSocket connection, plus HTTP publish over a small pool of
+kept-alive HTTP/1.1 connections (httpx, imported only when used: the stub's layer has no httpx).
 
     client = AppSyncEventsClient(http_url, realtime_url, ApiKeyAuth(key, host))
     await client.connect()
@@ -11,11 +12,16 @@ The connection is dead when no frame arrived within `connectionTimeoutMs` (from 
 watchdog then aborts it and every pending operation and subscription fails with `ConnectionLost`.
 `wait_closed()` returns why it ended. This class never reconnects: `reconnecting.ReconnectingClient`
 does, under a `ReconnectPolicy`.
+
+With an auth that publishes over HTTP (IAM), `connect()` also opens HTTP_WARM pooled connections while
+the WebSocket dials: on a real link a new TCP + TLS connection costs two round trips, which the first
+results would otherwise pay. The pool is closed with the client (after its publishes in flight).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -39,7 +45,9 @@ from stub_runtime.appsync.frames import AppSyncServiceError
 from stub_runtime.appsync.publishing import (
     PublishResult,
     check_channel,
-    http_publish,
+    default_tls_context,
+    http_publish_answer,
+    http_publish_request,
     merge,
     merge_reply,
     normalise_http_url,
@@ -54,6 +62,10 @@ from stub_runtime.errors import LocalProtocolError, RemoteProtocolError
 
 log = logging.getLogger("livelambda.appsync")
 T = TypeVar("T")
+
+HTTP_POOL = 8  # kept-alive HTTP connections at most: results, acks and heartbeats in flight at once
+HTTP_WARM = 2  # opened on connect: a result and an ack, or a large result's two publishes, at once
+HTTP_KEEPALIVE_S = 300.0  # an idle one is kept this long (a closed one is noticed before reuse)
 
 
 _END = object()
@@ -193,6 +205,10 @@ class AppSyncEventsClient:
         self._done: asyncio.Event | None = None
         self._end_exc: BaseException | None = None
         self._state = "new"  # new -> connecting -> open -> closed
+        self._http: Any = None  # httpx.AsyncClient, made on first use
+        self._http_busy = 0  # HTTP publishes in flight
+        self._http_closed = False
+        self._http_tasks: set[asyncio.Future[Any]] = set()  # the warm-up, a deferred close
 
     def __repr__(self) -> str:
         return f"<AppSyncEventsClient {self.realtime_url} {self._state}>"
@@ -252,6 +268,8 @@ class AppSyncEventsClient:
             raise ClientClosed(f"connect() on a client that is {self._state}: make a new client")
         self._state = "connecting"
         self._done = asyncio.Event()
+        if self.auth.publish_over_http:
+            self._spawn_http(self.warm_http())
         budget = self.open_timeout_s + self.ack_timeout_s if timeout_s is None else timeout_s
         try:
             await asyncio.wait_for(self._connect(), max(budget, 0.0))
@@ -299,7 +317,7 @@ class AppSyncEventsClient:
         early, self._connecting = self._connecting, None
         while not early.empty():  # frames that came with the ack (a first `ka`)
             self._on_text(early.get_nowait())
-        self._tasks = [asyncio.ensure_future(self._watchdog())]
+        self._tasks.append(asyncio.ensure_future(self._watchdog()))
 
     # ---------------------------------------------------------------------------- the connection's calls
     def _on_text(self, text: str | None) -> None:
@@ -413,11 +431,13 @@ class AppSyncEventsClient:
         """Close the connection; pending operations fail with ClientClosed, subscriptions end."""
         if self._state == "new":
             self._state = "closed"
+            await self._close_http()
             return
         self._finish(None)
         ws, self._ws = self._ws, None
         if ws is not None:
             await ws.close(timeout_s=2.0)
+        await self._close_http()
 
     # ---------------------------------------------------------------------------- request/reply
     def _require_open(self) -> WebSocketProtocol:
@@ -540,19 +560,84 @@ class AppSyncEventsClient:
         return sorted_result(result)
 
     async def publish_http(self, channel: str, events: Sequence[str]) -> PublishResult:
-        """POST /event with the auth headers; needs no WebSocket connection."""
+        """POST /event with the auth headers, over the kept-alive pool; needs no WebSocket connection.
+        Raises ClientClosed after `close()`."""
         batches, result = plan_publish(channel, events, self.max_event_bytes)
-
-        async def one(batch: list[int]) -> f.PublishEntries:
-            payload = [events[i] for i in batch]
-            return await asyncio.to_thread(
-                http_publish, self.http_url, self.auth, channel, payload, self.http_timeout_s
-            )
-
-        replies = await _gather(one(b) for b in batches)
+        http = self._http_client()
+        replies = await _gather(self._post(http, channel, [events[i] for i in b]) for b in batches)
         for batch, (successful, failed) in zip(batches, replies, strict=True):
             merge(result, batch, successful, failed)
         return sorted_result(result)
+
+    async def _post(self, http: Any, channel: str, payload: list[str]) -> f.PublishEntries:
+        import httpx
+
+        body, headers = http_publish_request(self.auth, channel, payload)
+        self._http_busy += 1
+        try:
+            for attempt in (1, 2):
+                try:
+                    response = await http.post(self.http_url, content=body, headers=headers)
+                    break
+                except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                    # A kept connection the server closed as the request went: once more, on a new one.
+                    if attempt == 2:
+                        raise HttpPublishFailed(f"HTTP publish to {self.http_url} failed: {exc!r}") from exc
+                except httpx.HTTPError as exc:  # refused, TLS, timeouts
+                    raise HttpPublishFailed(f"HTTP publish to {self.http_url} failed: {exc!r}") from exc
+        finally:
+            self._http_busy -= 1
+            if self._http_closed and not self._http_busy:
+                self._spawn_http(self._close_http())
+        return http_publish_answer(self.http_url, channel, response.status_code, response.content)
+
+    def _http_client(self) -> Any:
+        if self._http_closed:
+            raise ClientClosed("the AppSync client was closed: make a new client")
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(
+                verify=self.ssl_context or default_tls_context(),  # what the WebSocket trusts
+                limits=httpx.Limits(
+                    max_connections=HTTP_POOL,
+                    max_keepalive_connections=HTTP_POOL,
+                    keepalive_expiry=HTTP_KEEPALIVE_S,
+                ),
+                timeout=self.http_timeout_s,
+            )
+        return self._http
+
+    async def warm_http(self, connections: int = HTTP_WARM) -> None:
+        """Open `connections` pooled HTTP connections, best effort; `connect()` starts this for an auth
+        that publishes over HTTP. Each with `OPTIONS /event`: no body, no auth, nothing published or
+        billed (a CORS preflight); whatever the answer, the connection stays in the pool."""
+        if self._http_closed:
+            return
+        http = self._http_client()
+
+        async def one() -> None:
+            with contextlib.suppress(Exception):
+                await http.request("OPTIONS", self.http_url)
+
+        await asyncio.gather(*(one() for _ in range(connections)))
+
+    def _spawn_http(self, aw: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(aw)
+        self._http_tasks.add(task)
+        task.add_done_callback(self._http_tasks.discard)
+
+    async def _close_http(self) -> None:
+        """Close the pool with the client; publishes in flight end first (the last one closes it)."""
+        self._http_closed = True
+        current = asyncio.current_task()
+        for task in list(self._http_tasks):
+            if task is not current:
+                task.cancel()  # the warm-up
+        if self._http is None or self._http_busy:
+            return
+        http, self._http = self._http, None
+        await http.aclose()
 
 
 __all__ = [

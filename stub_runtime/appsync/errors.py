@@ -4,7 +4,7 @@ blocking one (the stub): what failed, typed by whose fault it is."""
 from __future__ import annotations
 
 from stub_runtime.errors import LivelambdaError, LocalProtocolError, RemoteProtocolError
-from stub_runtime.reconnect import GiveUp
+from stub_runtime.reconnect import FailureKind, GiveUp
 
 
 class AppSyncConnectionError(LivelambdaError):
@@ -55,8 +55,9 @@ class InvalidEvents(LocalProtocolError):
 
 
 _REASONS = {
-    "circuit_open": "recent connection attempts kept failing, so livelambda stops dialling for a "
-    "cool-down instead of piling up connections",
+    "circuit_open": "no answer from AppSync on this sandbox's last dial, so it fails invocations fast "
+    "for a cool-down instead of waiting on another",
+    "timed_out": "no answer",
     "attempts_exhausted": "every connection attempt allowed for this invocation failed",
     "deadline": "not enough time is left before the invocation's deadline to try again",
 }
@@ -64,9 +65,11 @@ _REASONS = {
 
 class ConnectGiveUp(AppSyncConnectionError):
     """No connection for this demand, by the policy's decision. `reason` is the policy's
-    ("attempts_exhausted", "deadline", "circuit_open"), `retry_at` (clock of the ReconnectingClient)
+    ("timed_out", "circuit_open", "attempts_exhausted", "deadline"), `retry_at` (clock of the shell)
     the earliest next dial, `last_error` the last dial's failure (e.g. a ConnectFailed with
-    reason "timeout": a function in a VPC without a route to AppSync)."""
+    reason "timeout": a function in a VPC without a route to AppSync), `dials` and `waited_s` what this
+    demand spent: its dials, and the seconds from its first dial to the give-up. `detail` says it in
+    one clause, for the invocation's error."""
 
     error_type = "Livelambda.AppSyncGaveUp"
 
@@ -79,20 +82,36 @@ class ConnectGiveUp(AppSyncConnectionError):
         attempts: int,
         endpoint: str | None,
         last_error: BaseException | None,
+        dials: int = 0,
+        waited_s: float = 0.0,
     ) -> None:
         self.reason = reason
         self.retry_at = retry_at
         self.attempts = attempts
         self.endpoint = endpoint
         self.last_error = last_error
+        self.dials = dials
+        self.waited_s = waited_s
+        self.retry_in_s = None if retry_at is None else max(0.0, retry_at - now)
         where = f" at {endpoint}" if endpoint else ""
-        msg = f"gave up connecting to AppSync{where}: {_REASONS.get(reason, reason)}"
-        msg += f" ({attempts} attempt(s) in total)"
-        if last_error is not None:
-            msg += f"; last error: {last_error}"
-        if retry_at is not None:
-            msg += f". The next attempt is allowed in {max(0.0, retry_at - now):.1f}s"
-        super().__init__(msg)
+        total = f"{attempts} attempt(s) in total"
+        super().__init__(f"gave up connecting to AppSync{where}: {self.detail} ({total})")
+
+    @property
+    def detail(self) -> str:
+        """What happened, without the endpoint (the caller names it)."""
+        last = self.last_error
+        if self.reason == "timed_out":
+            text = f"no answer from AppSync after {self.dials} dial(s) over {self.waited_s:.1f} s"
+            if self.retry_in_s:  # why the next invocations fail fast, and for how long
+                text += f"; the next dial is allowed in {self.retry_in_s:.1f} s"
+            return text
+        if self.reason == "circuit_open":  # only a timed-out dial opens it: the last error says no more
+            return f"{_REASONS['circuit_open']} ({self.retry_in_s or 0.0:.1f} s left)"
+        text = _REASONS.get(self.reason, self.reason)
+        if self.dials:
+            text = f"{self.dials} dial(s) over {self.waited_s:.1f} s failed: {text}"
+        return text + (f"; the last: {last}" if last is not None else "")
 
 
 class CircuitOpen(ConnectGiveUp):
@@ -149,13 +168,36 @@ def retryable(exc: BaseException) -> bool:
 
 
 def give_up_error(
-    action: GiveUp, now: float, *, attempts: int, endpoint: str | None, last_error: BaseException | None
+    action: GiveUp,
+    now: float,
+    *,
+    attempts: int,
+    endpoint: str | None,
+    last_error: BaseException | None,
+    dials: int = 0,
+    waited_s: float = 0.0,
 ) -> ConnectGiveUp:
     """The error for a policy's GiveUp: CircuitOpen when the breaker said no."""
     cls = CircuitOpen if action.reason == "circuit_open" else ConnectGiveUp
     return cls(
-        action.reason, action.retry_at, now=now, attempts=attempts, endpoint=endpoint, last_error=last_error
+        action.reason,
+        action.retry_at,
+        now=now,
+        attempts=attempts,
+        endpoint=endpoint,
+        last_error=last_error,
+        dials=dials,
+        waited_s=waited_s,
     )
+
+
+def failure_kind(exc: BaseException) -> FailureKind:
+    """How the reconnect policy takes a failed dial: "timeout" when nothing answered in time (a black
+    hole: the next dial would wait as long), "refused" when something did (an HTTP status, a refused
+    or reset connection, a close), which a retry soon may well fix."""
+    if isinstance(exc, ConnectFailed):
+        return "timeout" if exc.reason == "timeout" else "refused"
+    return "timeout" if isinstance(exc, TimeoutError) else "refused"
 
 
 # What a failed dial may raise, in either client (anything else is a bug and propagates). TimeoutError

@@ -1,10 +1,14 @@
 """Publishing, without I/O: events checked and cut into publishes of five, the answers merged back
-into one result indexed like the caller's events; and the HTTP publish (`POST /event`), blocking."""
+into one result indexed like the caller's events, the HTTP publish's request and the meaning of its
+answer; and `HttpPublisher`, the stub's blocking HTTP publish over one kept-alive connection."""
 
 from __future__ import annotations
 
 import json
+import select
+import ssl
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from stub_runtime.appsync import frames as f
@@ -122,17 +126,16 @@ def normalise_http_url(url: str) -> str:
     return url
 
 
-def http_publish(
-    http_url: str, auth: Auth, channel: str, payload: list[str], timeout: float
-) -> f.PublishEntries:
-    """One HTTP publish (at most 5 events), blocking: the service's answer, or the error it means."""
+def http_publish_request(auth: Auth, channel: str, payload: list[str]) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of one HTTP publish (at most 5 events), signed over the real body."""
     body = f.publish_body(channel, payload)
     headers = {"content-type": "application/json"}
     headers.update(auth.headers(body))
-    try:
-        status, raw = _http_post(http_url, body.encode(), headers, timeout)
-    except OSError as exc:  # URLError, timeouts, resets
-        raise HttpPublishFailed(f"HTTP publish to {http_url} failed: {exc}") from exc
+    return body.encode(), headers
+
+
+def http_publish_answer(http_url: str, channel: str, status: int, raw: bytes) -> f.PublishEntries:
+    """What an HTTP publish's answer means: its entries, or the error it stands for (raised)."""
     try:
         answer = json.loads(raw)
     except ValueError:
@@ -147,13 +150,109 @@ def http_publish(
     raise RemoteProtocolError(f"HTTP publish to {http_url} got HTTP {status}: {raw[:200]!r}")
 
 
-def _http_post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, bytes]:
-    import urllib.error
-    import urllib.request
+_tls_context: ssl.SSLContext | None = None
 
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+
+def default_tls_context() -> ssl.SSLContext:
+    """The system's CAs, or those `$SSL_CERT_FILE` / `$SSL_CERT_DIR` name (OpenSSL's defaults read
+    them), made once a process: the WebSocket and the HTTP publishes share it, and loading a CA bundle
+    (~10 ms) is not paid again on each dial."""
+    global _tls_context
+    if _tls_context is None:
+        _tls_context = ssl.create_default_context()
+    return _tls_context
+
+
+# A kept connection that fails like this was already dead when reused (closed by the server while
+# idle, or while the Lambda sandbox was frozen): the request got no answer, so it goes once more on a
+# new connection. Not a timeout: that request may be in AppSync's hands.
+_DEAD_CONNECTION = (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
+class HttpPublisher:
+    """HTTP publishes (`POST /event`) over one kept-alive HTTP/1.1 connection, blocking, standard
+    library only: the stub's, one per sandbox, reused across publishes and invocations. A new TCP +
+    TLS connection costs two round trips before its request; a kept one costs none.
+
+    A kept connection found closed before use (it became readable: the server's FIN or reset), or
+    failing as a dead one does, is replaced once; a new connection's failure is the publish's.
+    `stats`: connections opened, requests answered, kept connections replaced."""
+
+    def __init__(self, http_url: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.url = normalise_http_url(http_url)
+        parts = urlsplit(self.url)
+        self.secure = parts.scheme == "https"
+        self._address = (parts.hostname or "", parts.port or (443 if self.secure else 80))
+        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.ssl_context = ssl_context  # None: default_tls_context()
+        self._conn: Any = None  # http.client.HTTPConnection, imported on first use (cold start)
+        self.stats = {"connections": 0, "requests": 0, "reopened": 0}
+
+    def __repr__(self) -> str:
+        return f"<HttpPublisher {self.url} {'kept' if self._conn is not None else 'idle'}>"
+
+    def publish(self, auth: Auth, channel: str, payload: list[str], timeout: float) -> f.PublishEntries:
+        """One HTTP publish (at most 5 events): the service's answer, or the error it means."""
+        body, headers = http_publish_request(auth, channel, payload)
+        try:
+            status, raw = self.post(body, headers, timeout)
+        except OSError as exc:  # refused, reset, TLS, timeouts
+            raise HttpPublishFailed(f"HTTP publish to {self.url} failed: {exc}") from exc
+        return http_publish_answer(self.url, channel, status, raw)
+
+    def post(self, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, bytes]:
+        """POST `body`; (status, response body). Raises OSError when no answer came."""
+        while True:
+            conn, kept = self._connection(timeout)
+            try:
+                conn.request("POST", self._target, body, headers)
+                response = conn.getresponse()
+                raw = response.read()
+            except _DEAD_CONNECTION:
+                self.close()
+                if not kept:
+                    raise
+                self.stats["reopened"] += 1
+                continue
+            except BaseException:
+                self.close()  # a half-read answer would poison the next request
+                raise
+            self.stats["requests"] += 1
+            if response.will_close:
+                self.close()
+            return response.status, raw
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _connection(self, timeout: float) -> tuple[Any, bool]:
+        """The kept connection (True) if it is still usable, else a new one (False)."""
+        conn = self._conn
+        if conn is not None and conn.sock is not None:
+            sock = conn.sock
+            # Readable while idle: nothing is due, so it is the server's close (or garbage).
+            if not _readable(sock):
+                sock.settimeout(timeout)
+                return conn, True
+            self.stats["reopened"] += 1
+        self.close()
+        import http.client  # only IAM publishes over HTTP: not on every cold start
+
+        host, port = self._address
+        if self.secure:
+            context = self.ssl_context or default_tls_context()
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn.connect()  # TCP (it sets TCP_NODELAY), then TLS
+        self._conn = conn
+        self.stats["connections"] += 1
+        return conn, False
+
+
+def _readable(sock: Any) -> bool:
+    poller = select.poll()  # not select(): no limit on the descriptor's number
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))

@@ -25,6 +25,7 @@ from stub_runtime.appsync.errors import (
     unreachable,
     upgrade_refused,
 )
+from stub_runtime.appsync.publishing import default_tls_context
 
 _DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
@@ -152,7 +153,7 @@ async def open_websocket(
     ws = ClientProtocol(parse_uri(url), subprotocols=subprotocols, max_size=max_size)  # type: ignore[arg-type]
     protocol = WebSocketProtocol(ws, on_text, on_lost)
     loop = asyncio.get_running_loop()
-    context = (ssl_context or ssl.create_default_context()) if secure else None
+    context = (ssl_context or default_tls_context()) if secure else None
     try:
         async with asyncio.timeout(timeout_s):
             await loop.create_connection(lambda: protocol, host, port, ssl=context,

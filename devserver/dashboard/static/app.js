@@ -639,11 +639,17 @@ function detailHead(d) {
     ? h("span", { class: "meta-item" }, "replay of ", h("a", { class: "mono", href: `#/invocations/${encodeURIComponent(d.replay_of)}`, text: shortId(d.replay_of) }))
     : null;
   const started = d.started_at;
-  const budget = d.deadline_ms ? d.deadline_ms - started * 1000 : null;
+  // What the handler gets here (live: the function's timeout less the way back), else the deadline's.
+  const budget = d.timeout_s !== null && d.timeout_s !== undefined
+    ? d.timeout_s * 1000
+    : d.deadline_ms ? d.deadline_ms - started * 1000 : null;
   const meta = h("div", { class: "meta" },
     h("span", { class: "meta-item", title: fmtDateTime(started) }, "started ", h("b", { text: fmtTime(started) })),
     h("span", { class: "meta-item" }, "duration ", h("b", { text: d.status === "running" ? "running…" : fmtMs(d.duration_ms) })),
-    budget !== null && budget > 0 ? h("span", { class: "meta-item" }, "timeout ", h("b", { text: fmtMs(budget) })) : null,
+    budget !== null && budget > 0
+      ? h("span", { class: "meta-item", id: "detail-timeout" }, "timeout ", h("b", { text: `${(budget / 1000).toFixed(2)} s` }),
+        d.timeout_note ? ` (${d.timeout_note})` : null)
+      : null,
     d.worker_id ? h("span", { class: "meta-item" }, "worker ", h("b", { class: "mono", text: d.worker_id })) : null,
     d.sandbox_id ? h("span", { class: "meta-item" }, "sandbox ", h("b", { class: "mono", text: d.sandbox_id })) : null,
     replayOf,
