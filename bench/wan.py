@@ -15,10 +15,13 @@ takes as its own host (`localhost:PORT`): IAM signatures and API-key auth object
 TLS (a test CA, bench/certs.py, trusted through `SSL_CERT_FILE`), under both auth modes: API key (the
 dev server publishes over its WebSocket) and IAM (over kept-alive HTTPS, as `aws up` defaults to).
 
-For each mode: the same cloud and sandbox; a dev server straight to the cloud (loopback), then one
-through the proxy (WAN), each freshly started: its first invocation once it is connected, then a
-small invocation SAMPLES times (p50), then a ~6 MB request and response (BIG_SAMPLES times) with the
-proxy also capped at 100 Mbit/s, beside the time the compressed bytes take at that rate.
+For each mode, one cloud and its sandbox: a dev server dialling the cloud itself warms the sandbox
+(and gives the `direct` p50); then, through the proxy, a fresh dev server with no delay and one with
+the delay, each timed on its first invocation once it is connected; then one dev server through the
+proxy, switched between no delay ("loopback") and the delay ("WAN") in interleaved batches so that
+the noise of a shared machine hits both alike: a small invocation SAMPLES times a link (p50), and a
+~6 MB request and response BIG_SAMPLES times, the WAN then also capped at 100 Mbit/s, beside the time
+the compressed bytes take at that rate.
 
     python -m bench wan
 """

@@ -70,3 +70,20 @@ class DeadlineExceeded(LivelambdaError):
 
 class Rejected(LivelambdaError):
     error_type = "Livelambda.Rejected"
+
+
+# What every livelambda error adds once the invocation may have reached the dev server: the handler
+# may then have run on the laptop, and a caller that retries should know it.
+MAY_HAVE_RUN = (
+    " The invocation had already been sent to the dev server, so the handler may have run there; "
+    "check the terminal running `livelambda dev` (or its dashboard) before retrying."
+)
+# These say it in their own words already.
+_SAYS_IT = (DevServerLost, DeadlineExceeded, Rejected)
+
+
+def after_sending(exc: LivelambdaError) -> LivelambdaError:
+    """`exc`, its message saying the handler may have run (unless it says so already)."""
+    if not isinstance(exc, _SAYS_IT) and MAY_HAVE_RUN not in str(exc):
+        exc.args = (f"{exc}{MAY_HAVE_RUN}", *exc.args[1:])
+    return exc

@@ -21,7 +21,7 @@ from stub_runtime.appsync.errors import AppSyncConnectionError, ClientClosed, Co
 from stub_runtime.appsync.frames import AppSyncServiceError
 from stub_runtime.appsync.publishing import HttpPublisher
 from stub_runtime.envelope import EnvelopeRejected, Message, Reassembler, encode, new_id
-from stub_runtime.errors import RemoteProtocolError
+from stub_runtime.errors import LivelambdaError, RemoteProtocolError
 from stub_runtime.outcomes import (
     AppSyncRejected,
     DeadlineExceeded,
@@ -29,6 +29,7 @@ from stub_runtime.outcomes import (
     DevServerNotRunning,
     EndpointUnreachable,
     Rejected,
+    after_sending,
 )
 from stub_runtime.reconnect import PolicyConfig, ReconnectPolicy
 from stub_runtime.settings import StubSettings
@@ -69,7 +70,7 @@ class Sandbox:
             auth = ApiKeyAuth(settings.api_key or "", host)
         # One kept-alive HTTP connection for the sandbox's life (IAM publishes over HTTP), whatever
         # becomes of its WebSocket: a new one would cost a TCP and a TLS handshake a publish.
-        self.http_publisher = HttpPublisher(settings.http_url)
+        self.http_publisher = HttpPublisher(settings.http_url, clock=clock)
 
         def factory() -> BlockingConnection:
             return BlockingConnection(
@@ -87,6 +88,7 @@ class Sandbox:
         )
         self.reassembler = Reassembler(settings.secret, settings.session)
         self.hello_sent = False
+        self._handed_over = False  # this invocation may have reached the dev server
         self.invocations = 0
         self._subscribed: BlockingConnection | None = None
 
@@ -106,50 +108,62 @@ class Sandbox:
             body["function"] = s.function
         if not self.hello_sent:
             body["hello"] = hello(context, self.invocations)
+        self._handed_over = False
         try:
-            events = self._send(request_id, body, deadline)
-            self.hello_sent = True
-            acked = False
-            ack_by = self.clock() + s.ack_timeout_s
-            # Until acknowledged, ask again now and then: a dev server that was reconnecting when
-            # the first copy went out gets the next one (it runs each request id at most once).
-            # Only a one-event invocation: a large one may still be in transit, and sending its
-            # megabytes again would only add to the queue.
-            resend_every = s.ack_timeout_s / 4 if events == 1 else math.inf
-            resend_at = self.clock() + resend_every
-            last_heard = self.clock()
-            while True:
-                now = self.clock()
-                if not acked and now >= resend_at and now < ack_by:
-                    self._send(request_id, body, deadline)
-                    resend_at = self.clock() + resend_every
-                    continue
-                waiting_for = min(ack_by, resend_at) if not acked else last_heard + s.silence_timeout_s
-                try:
-                    item = self._next_message(request_id, min(deadline, waiting_for))
-                except (ConnectionLost, ClientClosed):
-                    # The socket died under us: a new connection, and the invocation asked again
-                    # (a fresh message id; the dev server runs each request id at most once).
-                    self.connection.lost()
-                    self._send(request_id, body, deadline)
-                    continue
-                if item is None:
-                    if not acked and self.clock() < min(ack_by, deadline):
-                        continue  # time to ask again
-                    if not acked:
-                        raise DevServerNotRunning(s.session, self.clock() - start)
-                    if self.clock() >= deadline:
-                        raise DeadlineExceeded(request_id, remaining_s)
-                    raise DevServerLost(request_id, s.silence_timeout_s)
-                last_heard = self.clock()
-                if item.kind in (lp.ACK, lp.HEARTBEAT):
-                    acked = True
-                elif item.kind == lp.RESULT:
-                    return _outcome(item.body)
-                elif item.kind == lp.REJECT:
-                    raise Rejected(str(item.body.get("message", "the dev server refused the invocation")))
+            return self._converse(request_id, body, deadline, start, remaining_s)
+        except LivelambdaError as exc:
+            if self._handed_over:
+                raise after_sending(exc) from None
+            raise
         finally:
             self.connection.end_demand()
+
+    def _converse(
+        self, request_id: str, body: dict[str, Any], deadline: float, start: float, remaining_s: float
+    ) -> Any:
+        """Send the invocation and wait for its outcome (acks and heartbeats keep it alive)."""
+        s = self.settings
+        events = self._send(request_id, body, deadline)
+        self.hello_sent = True
+        acked = False
+        ack_by = self.clock() + s.ack_timeout_s
+        # Until acknowledged, ask again now and then: a dev server that was reconnecting when
+        # the first copy went out gets the next one (it runs each request id at most once).
+        # Only a one-event invocation: a large one may still be in transit, and sending its
+        # megabytes again would only add to the queue.
+        resend_every = s.ack_timeout_s / 4 if events == 1 else math.inf
+        resend_at = self.clock() + resend_every
+        last_heard = self.clock()
+        while True:
+            now = self.clock()
+            if not acked and now >= resend_at and now < ack_by:
+                self._send(request_id, body, deadline)
+                resend_at = self.clock() + resend_every
+                continue
+            waiting_for = min(ack_by, resend_at) if not acked else last_heard + s.silence_timeout_s
+            try:
+                item = self._next_message(request_id, min(deadline, waiting_for))
+            except (ConnectionLost, ClientClosed):
+                # The socket died under us: a new connection, and the invocation asked again
+                # (a fresh message id; the dev server runs each request id at most once).
+                self.connection.lost()
+                self._send(request_id, body, deadline)
+                continue
+            if item is None:
+                if not acked and self.clock() < min(ack_by, deadline):
+                    continue  # time to ask again
+                if not acked:
+                    raise DevServerNotRunning(s.session, self.clock() - start)
+                if self.clock() >= deadline:
+                    raise DeadlineExceeded(request_id, remaining_s)
+                raise DevServerLost(request_id, s.silence_timeout_s)
+            last_heard = self.clock()
+            if item.kind in (lp.ACK, lp.HEARTBEAT):
+                acked = True
+            elif item.kind == lp.RESULT:
+                return _outcome(item.body)
+            elif item.kind == lp.REJECT:
+                raise Rejected(str(item.body.get("message", "the dev server refused the invocation")))
 
     def _next_message(self, request_id: str, until: float) -> Message | None:
         """The next message for this invocation, or None at `until`. Raises ConnectionLost."""
@@ -178,6 +192,7 @@ class Sandbox:
         channel = lp.request_channel(self.settings.session, self.settings.namespace)
         for attempt in (1, 2):
             conn = self._channel(deadline)
+            self._handed_over = True  # from here the dev server may receive it, whatever happens next
             try:
                 result = conn.publish(channel, events, max(self.clock() + 0.01, deadline))
             except (ConnectionLost, ClientClosed):

@@ -177,7 +177,8 @@ def test_stub_reopens_a_dropped_connection_once(
 class ScriptedHttp:
     """A bare HTTP/1.1 server in a thread. `script[k]` says what connection k does with each request it
     reads, in order: "answer" (200, a publish answer, kept alive) or "drop" (close without answering);
-    after its script a connection is closed. Counts connections and requests."""
+    after its script, or when the client closes it, the next connection is served. Counts connections
+    and requests."""
 
     ANSWER = b'{"failed":[],"successful":[{"identifier":"x","index":0}]}'
 
@@ -196,7 +197,9 @@ class ScriptedHttp:
             self.connections += 1
             with conn, conn.makefile("rb") as reader:
                 for action in actions:
-                    length = 0
+                    length, line = 0, reader.readline()
+                    if not line:
+                        break  # the client closed it
                     while (line := reader.readline()) not in (b"\r\n", b""):
                         name, _, value = line.partition(b":")
                         if name.strip().lower() == b"content-length":
@@ -225,6 +228,24 @@ def test_stub_sends_again_once_when_a_kept_connection_dies_under_the_request() -
         server.close()
     assert (server.connections, server.requests) == (2, 3)
     assert publisher.stats == {"connections": 2, "requests": 2, "reopened": 1}
+
+
+def test_stub_does_not_trust_a_connection_idle_past_max_idle() -> None:
+    """After a long freeze a kept connection may be a black hole (no FIN, no reset): past max_idle_s
+    the stub opens a new one instead of sending into it."""
+    now = [0.0]
+    server = ScriptedHttp([["answer", "answer", "answer"], ["answer"]])  # the first one stays open
+    publisher = HttpPublisher(server.url, max_idle_s=30.0, clock=lambda: now[0])
+    auth = ApiKeyAuth("k", "h")
+    try:
+        for step in (0.0, 30.0, 30.5):  # kept (idle 0 s), kept (idle 30 s: not past), new (idle 30.5 s)
+            now[0] += step
+            assert publisher.publish(auth, "/default/a", event(1), WAIT_S)[0]
+    finally:
+        publisher.close()
+        server.close()
+    assert (server.connections, server.requests) == (2, 3)
+    assert publisher.stats == {"connections": 2, "requests": 3, "reopened": 1}
 
 
 def test_stub_never_sends_again_on_a_new_connection_that_fails() -> None:
@@ -326,6 +347,14 @@ async def test_dev_server_pool_closes_with_the_client(shared_cloud: CloudProcess
     with pytest.raises(ClientClosed):
         await client.publish_http(channel(), event(2))
     assert proxy.counters.connections == 1
+
+
+def test_cloud_answers_a_cors_preflight_and_publishes_nothing(shared_cloud: CloudProcess) -> None:
+    """What the dev server opens its pooled connections with: `OPTIONS /event`, no auth."""
+    before = shared_cloud.stats()["publishes"]
+    response = shared_cloud._client().options(shared_cloud.http_url)
+    assert response.status_code == 200 and "POST" in response.headers["access-control-allow-methods"]
+    assert shared_cloud.stats()["publishes"] == before
 
 
 # ------------------------------------------------------------------------------------------ TLS

@@ -73,6 +73,7 @@ async def test_no_dev_server_is_a_clear_error(live_cloud: LiveCloud) -> None:
     assert payload["errorType"] == "Livelambda.DevServerNotRunning"
     assert live_cloud.session.id in payload["errorMessage"]
     assert "make dev" in payload["errorMessage"] and "aws down" in payload["errorMessage"]
+    assert "may have run there" in payload["errorMessage"]  # it was sent: a late dev server may run it
 
 
 async def test_dev_server_lost_mid_invocation(live_cloud: LiveCloud) -> None:
@@ -114,6 +115,7 @@ async def test_endpoint_unreachable_in_a_vpc_fails_fast_with_the_fix(live_cloud:
     assert payload["errorType"] == "Livelambda.EndpointUnreachable"
     message = payload["errorMessage"]
     assert "subnet-0abc" in message and "NAT" in message and "--vpc detach" in message
+    assert "may have run" not in message  # nothing was sent
 
 
 async def test_large_payloads_both_ways(live_cloud: LiveCloud) -> None:
@@ -336,3 +338,26 @@ async def test_a_replay_after_a_dev_server_restart_and_an_expired_invocation_nev
     assert len(calls) == 1  # neither ran
     _, payload = await invoke(live_cloud, "echo", {"n": 2})  # and the next genuine one does
     assert payload == "ran" and len(calls) == 2
+
+
+async def test_an_error_after_the_invoke_went_out_says_the_handler_may_have_run(
+    live_cloud: LiveCloud,
+) -> None:
+    """The handler runs on the laptop, then AppSync drops every connection and refuses new ones: the
+    caller gets a livelambda error, and it must not hide that the handler ran."""
+    calls: list[str] = []
+
+    async def execute(inv: LiveInvocation) -> dict[str, Any]:
+        calls.append(inv.request_id)
+        await asyncio.to_thread(live_cloud.cloud.faults, refuse_connections_for_s=60, drop_connections=True)
+        return {"status": "ok", "response": "ran"}
+
+    await live_cloud.bridge(execute)
+    try:
+        _response, payload = await invoke(live_cloud, "echo", {})
+    finally:
+        live_cloud.cloud.faults(reset=True)
+    assert calls, "the handler ran"
+    assert payload["errorType"].startswith("Livelambda."), payload
+    message = payload["errorMessage"]
+    assert "may have run there" in message or "still running on the dev server" in message, message

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import select
 import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -175,17 +176,30 @@ class HttpPublisher:
     TLS connection costs two round trips before its request; a kept one costs none.
 
     A kept connection found closed before use (it became readable: the server's FIN or reset), or
-    failing as a dead one does, is replaced once; a new connection's failure is the publish's.
+    failing as a dead one does, is replaced once; a new connection's failure is the publish's. One
+    idle for over `max_idle_s` (on `clock`) is not trusted at all: after a long Lambda freeze the
+    server or a NAT may have forgotten it without a word, and a request into that silence would only
+    end at its timeout, while a new connection next to AppSync costs milliseconds.
     `stats`: connections opened, requests answered, kept connections replaced."""
 
-    def __init__(self, http_url: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        http_url: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_idle_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.url = normalise_http_url(http_url)
         parts = urlsplit(self.url)
         self.secure = parts.scheme == "https"
         self._address = (parts.hostname or "", parts.port or (443 if self.secure else 80))
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.ssl_context = ssl_context  # None: default_tls_context()
+        self.max_idle_s = max_idle_s
+        self.clock = clock
         self._conn: Any = None  # http.client.HTTPConnection, imported on first use (cold start)
+        self._idle_since = 0.0
         self.stats = {"connections": 0, "requests": 0, "reopened": 0}
 
     def __repr__(self) -> str:
@@ -218,6 +232,7 @@ class HttpPublisher:
                 self.close()  # a half-read answer would poison the next request
                 raise
             self.stats["requests"] += 1
+            self._idle_since = self.clock()
             if response.will_close:
                 self.close()
             return response.status, raw
@@ -233,7 +248,7 @@ class HttpPublisher:
         if conn is not None and conn.sock is not None:
             sock = conn.sock
             # Readable while idle: nothing is due, so it is the server's close (or garbage).
-            if not _readable(sock):
+            if self.clock() - self._idle_since <= self.max_idle_s and not _readable(sock):
                 sock.settimeout(timeout)
                 return conn, True
             self.stats["reopened"] += 1
