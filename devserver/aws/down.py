@@ -14,7 +14,7 @@ from pathlib import Path
 
 from devserver.aws import alarm, event_api, role_policy, stub_layer
 from devserver.aws.context import AwsContext
-from devserver.aws.live_config import FunctionState, live_session, revision_guard
+from devserver.aws.live_config import FunctionState, apply_state, live_session
 from devserver.aws.progress import FunctionResult, Progress
 from devserver.aws.records import LiveRecord, RecordStore
 from devserver.aws.up import WORKERS
@@ -129,17 +129,7 @@ class Detach:
             )
         target = self._without_missing_layers(record.original)
         self.progress.step(name, "putting its own configuration back")
-        kwargs = target.update_from(current)
-        if kwargs:
-            answer = lam.update_function_configuration(
-                FunctionName=name, **revision_guard(cfg), **kwargs
-            )
-            lam.get_waiter("function_updated_v2").wait(
-                FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 300}
-            )
-            after = FunctionState.from_configuration(answer)
-        else:
-            after = current
+        after = apply_state(lam, cfg, target)
         differs = record.original.differences(after)
         self.store.delete(name)
         if differs:

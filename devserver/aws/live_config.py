@@ -153,6 +153,22 @@ def live_session(cfg: Mapping[str, Any]) -> str | None:
     return str(session) if session else None
 
 
+def apply_state(lambda_client: Any, cfg: Mapping[str, Any], target: FunctionState) -> FunctionState:
+    """Make the function read in `cfg` have `target`'s state (one update with only what differs,
+    refused by Lambda if the function changed since `cfg` was read; then wait until it is applied);
+    returns the state Lambda reports afterwards."""
+    current = FunctionState.from_configuration(cfg)
+    kwargs = target.update_from(current)
+    if not kwargs:
+        return current
+    name = cfg["FunctionName"]
+    answer = lambda_client.update_function_configuration(FunctionName=name, **revision_guard(cfg), **kwargs)
+    lambda_client.get_waiter("function_updated_v2").wait(
+        FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 300}
+    )
+    return FunctionState.from_configuration(answer)
+
+
 def revision_guard(cfg: Mapping[str, Any]) -> dict[str, str]:
     """`RevisionId` for an update: Lambda refuses it if the function changed since `cfg` was read
     (someone else's change in between). Left out where the server has none (moto)."""

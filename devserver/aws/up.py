@@ -24,10 +24,10 @@ from devserver.aws.live_config import (
     EnvironmentTooLarge,
     FunctionState,
     LiveChange,
+    apply_state,
     eligibility,
     fit_settings,
     live_session,
-    revision_guard,
 )
 from devserver.aws.progress import FunctionResult, Progress
 from devserver.aws.records import LiveRecord, RecordStore
@@ -238,19 +238,11 @@ class Attach:
         if record is not None and record.session != self.session.id:
             self._drop_policy_of(record)
         self.progress.step(name, "switching it to the stub")
-        kwargs = live.update_from(current)
-        if kwargs:
-            answer = lam.update_function_configuration(
-                FunctionName=name, **revision_guard(cfg), **kwargs
+        differs = live.differences(apply_state(lam, cfg, live))
+        if differs:
+            return FunctionResult(
+                name, "failed", "Lambda did not apply all of it: " + "; ".join(differs), local.name
             )
-            lam.get_waiter("function_updated_v2").wait(
-                FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 300}
-            )
-            differs = live.differences(FunctionState.from_configuration(answer))
-            if differs:
-                return FunctionResult(
-                    name, "failed", "Lambda did not apply all of it: " + "; ".join(differs), local.name
-                )
         taken = f", taken over from {record.session}" if record and record.session != self.session.id else ""
         return FunctionResult(name, "live", f"runs {local.name} here (matched {how}){taken}", local.name)
 
