@@ -13,7 +13,7 @@ TEST_WHEELS := awslambdaric boto3 pip iniconfig
 # More arguments for `livelambda dev`, e.g. other ports: make dev ARGS="--port 8801 --cloud-port 8800"
 ARGS ?=
 
-.PHONY: install install-test dev test lint bench clean
+.PHONY: install install-test dev test chaos lint bench clean
 
 $(STAMP): pyproject.toml
 	@echo "==> [1/3] creating virtualenv in $(VENV)"
@@ -46,6 +46,10 @@ lint: install-test
 
 test: install-test lint
 	$(BIN)/python -m pytest
+
+# The long chaos scenarios (minutes each; tests/test_chaos.py), printing their figures.
+chaos: install-test
+	$(BIN)/python -m pytest -m chaos -s tests/test_chaos.py
 
 bench: install-test
 	$(BIN)/python -m bench

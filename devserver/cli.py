@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from devserver.usage import USAGE_EXIT, at_least_one, port_number, positive_seconds
 
@@ -64,6 +64,99 @@ def _add_cloud(sub: argparse._SubParsersAction) -> None:
         default="api-key",
         help="how the live stubs sign (iam: with the first --iam-credentials, as `aws up --auth iam`)",
     )
+    _add_cloud_faults(p)
+
+
+def _add_cloud_faults(p: argparse.ArgumentParser) -> None:
+    """The fault controls of devserver/cloud/faults.py as options: in force from the start, and still
+    adjustable while it runs (POST /_livelambda/faults takes the same controls as JSON)."""
+    f = p.add_argument_group(
+        "fault injection",
+        "Misbehave as AppSync does on a bad day, from the start; change or clear it while running with "
+        "POST /_livelambda/faults (JSON, see devserver/cloud/faults.py); GET it to see what is in force.",
+    )
+    f.add_argument(
+        "--refuse-connections-for", type=positive_seconds, metavar="S",
+        help="refuse new WebSocket connections (HTTP 503) for the first S seconds",
+    )  # fmt: skip
+    f.add_argument(
+        "--stall-connections-for", type=positive_seconds, metavar="S",
+        help="leave new WebSocket handshakes unanswered for the first S seconds (a black hole: a "
+        "function in a VPC without NAT)",
+    )  # fmt: skip
+    f.add_argument(
+        "--flap-connections", type=_accept_refuse, metavar="ACCEPT_S:REFUSE_S",
+        help="flap: refuse new connections for REFUSE_S seconds (dropping the open ones as it starts), "
+        "accept them for ACCEPT_S, and so on, refusing first",
+    )  # fmt: skip
+    f.add_argument(
+        "--flap-jitter", type=float, metavar="FRACTION",
+        help="vary each flapping window's length by up to +-FRACTION (0 to 0.9; default 0)",
+    )  # fmt: skip
+    f.add_argument("--flap-for", type=positive_seconds, metavar="S", help="stop flapping after S seconds")
+    f.add_argument("--flap-seed", type=int, metavar="N", help="the same flapping windows on every run")
+    f.add_argument(
+        "--flap-keep-connections", action="store_true",
+        help="flapping refuses new connections only, and leaves open ones alone",
+    )  # fmt: skip
+    f.add_argument(
+        "--delay-delivery", type=float, metavar="MS", help="hold every data frame MS milliseconds"
+    )
+    f.add_argument("--duplicate-delivery", action="store_true", help="send every data frame twice")
+    f.add_argument(
+        "--drop-after-frames", type=int, metavar="N",
+        help="drop the connection that sends the N-th data frame (once; 0: lose the next frame with it)",
+    )  # fmt: skip
+    f.add_argument(
+        "--abrupt-drops", action="store_true",
+        help="the drops above tear the TCP connection down without a close frame (the client sees 1006)",
+    )  # fmt: skip
+
+
+def _accept_refuse(text: str) -> tuple[float, float]:
+    """argparse type of --flap-connections: ACCEPT_S:REFUSE_S, two numbers of seconds > 0."""
+    accept, _, refuse = text.partition(":")
+    try:
+        return positive_seconds(accept), positive_seconds(refuse)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ACCEPT_S:REFUSE_S, e.g. 2:1.5") from None
+
+
+def _fault_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The faults.py request the fault options make (empty when none is given)."""
+    spec: dict[str, Any] = {}
+    if args.refuse_connections_for is not None:
+        spec["refuse_connections_for_s"] = args.refuse_connections_for
+    if args.stall_connections_for is not None:
+        spec["stall_connections_for_s"] = args.stall_connections_for
+    if args.flap_connections is not None:
+        accept_s, refuse_s = args.flap_connections
+        flap: dict[str, Any] = {"accept_s": accept_s, "refuse_s": refuse_s}
+        if args.flap_jitter is not None:
+            flap["jitter"] = args.flap_jitter
+        if args.flap_for is not None:
+            flap["for_s"] = args.flap_for
+        if args.flap_seed is not None:
+            flap["seed"] = args.flap_seed
+        if args.flap_keep_connections:
+            flap["drop"] = False
+        spec["flap_connections"] = flap
+    else:
+        given = [n for n, v in (("--flap-jitter", args.flap_jitter), ("--flap-for", args.flap_for),
+                                ("--flap-seed", args.flap_seed)) if v is not None]  # fmt: skip
+        if given or args.flap_keep_connections:
+            from devserver.usage import UsageError
+
+            raise UsageError(f"{', '.join(given) or '--flap-keep-connections'} needs --flap-connections")
+    if args.delay_delivery is not None:
+        spec["delay_delivery_ms"] = args.delay_delivery
+    if args.duplicate_delivery:
+        spec["duplicate_delivery"] = True
+    if args.drop_after_frames is not None:
+        spec["drop_after_frames"] = args.drop_after_frames
+    if args.abrupt_drops:
+        spec["abrupt"] = True
+    return spec
 
 
 def _run_cloud(args: argparse.Namespace) -> int:
@@ -93,6 +186,14 @@ def _run_cloud(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} {tls_file}: no such file")
     if args.live_auth == "iam" and not creds:
         raise UsageError("--live-auth iam needs --iam-credentials (the stubs sign with the first)")
+    faults = _fault_spec(args)
+    if faults:
+        from devserver.cloud.faults import Faults, FaultSpecError
+
+        try:
+            Faults().apply(dict(faults))  # a bad value is a usage error now, not a crash on start
+        except FaultSpecError as exc:
+            raise UsageError(f"fault injection: {exc}") from None
     check_can_listen(args.host, args.port, port_flag="--port", host_flag="--host")
     from devserver.cloud.server import serve
 
@@ -117,6 +218,7 @@ def _run_cloud(args: argparse.Namespace) -> int:
         live_auth=args.live_auth.replace("-", "_"),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        faults=faults,
         extra=extra,
     )
     return serve(options)

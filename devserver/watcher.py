@@ -5,6 +5,7 @@ change concerns (several functions may share a directory) and whether the config
     task = asyncio.ensure_future(watcher.run())  # until close(); the callback may be async (awaited)
     await watcher.wait_watching()                # the watches are in place (tests, benchmarks)
     watcher.last_files                           # in the callback: the files that changed
+    watcher.waiting                              # {path: why} while a save caught mid-write finishes
     watcher.update(new_app)                      # the configuration changed: watch what it names
     await watcher.close()
 
@@ -18,6 +19,11 @@ directories, virtualenvs, `.livelambda`...), nor the file this process's output 
 file found open for writing by a handler (a worker: any descendant of this process) or by a process of
 its group (`| tee out.txt`). A new directory is watched, and the files already in it count as changed.
 
+Half-written files: an in-place save (truncate, then write) can end a batch before its write. A reload
+waits, at most `whole_wait_s`, while a changed file is still open for writing or a Python file was just
+emptied (devserver/whole_files.py), and changes arriving meanwhile join it: a generation never loads a
+file caught mid-write, and a save closed before its batch ended (nearly all) waits for nothing.
+
 A directory that holds a virtualenv is not watched recursively as a whole (inotify would put a watch on
 each of its thousands of directories): its files are watched directly, and each subdirectory that is
 not ignored recursively. A new subdirectory re-plans the watches.
@@ -30,6 +36,7 @@ import contextlib
 import inspect
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +54,7 @@ from devserver.watch_filter import (
     is_virtualenv,
     own_output_files,
 )
+from devserver.whole_files import FileLook, why_not_whole
 
 __all__ = ["IGNORED_DIRS", "WatchPlan", "Watcher", "ignored", "plan_watches"]
 
@@ -57,6 +65,12 @@ ChangeCallback = Callable[[set[str], bool], "Awaitable[Any] | Any"]
 
 DEFAULT_STEP_MS = 10
 DEFAULT_DEBOUNCE_MS = 15
+# How long a reload waits, at most, for a save caught mid-write to finish (devserver/whole_files.py).
+# An editor writes a file in milliseconds; a longer wait means a file held open by a program, or one
+# emptied on purpose: reload what is there.
+DEFAULT_WHOLE_WAIT_S = 1.0
+_WHOLE_POLL_S = 0.005  # re-look at a file still being written (a stat and a lease probe: microseconds)
+_JUDGED_FILES = 200  # of one batch (a checkout can change thousands): the rest are not waited for
 
 
 @dataclass(frozen=True)
@@ -110,16 +124,20 @@ class Watcher:
         step_ms: int = DEFAULT_STEP_MS,
         debounce_ms: int = DEFAULT_DEBOUNCE_MS,
         force_polling: bool | None = None,
+        whole_wait_s: float = DEFAULT_WHOLE_WAIT_S,
     ) -> None:
         self.on_change = on_change
         self.step_ms = step_ms
         self.debounce_ms = debounce_ms
         self.force_polling = force_polling
+        self.whole_wait_s = whole_wait_s
         self.plan = WatchPlan((), (), ())
         self.changes_seen = 0  # batches that concerned a function or the configuration
         self.last_files: tuple[Path, ...] = ()  # the files behind the latest callback
+        self.waiting: dict[Path, str] = {}  # changed files a reload waits for, and why (whole_files.py)
         self._own_output = own_output_files()
         self._written: set[Path] = set()  # data files found open for writing by a worker or a kin
+        self._sizes: dict[Path, int] = {}  # each judged file's size at its last reload
         self._app = app
         self._sources: dict[str, Path] = {}
         self._config = Path(app.path).resolve()
@@ -192,24 +210,109 @@ class Watcher:
                 batch = await self._next_batch()
                 if batch is None:
                     continue
-                files, config, new_dirs = self.classify(batch)
-                if any(d.parent in self.plan.flat for d in new_dirs):
-                    await self._start_groups()  # a directory watched without its subdirectories got one
-                files += self._files_in(new_dirs)
-                # A file our kin writes is not code (a save of code pays no /proc scan); once found,
-                # it stays ignored.
-                fresh = [f for f in files if not is_python(f) and f not in self._written]
-                if fresh:
-                    self._written |= await asyncio.to_thread(held_for_writing, fresh)
-                files = [f for f in files if f not in self._written]
+                files, config = await self._relevant(batch)
                 functions = self.functions_of(files)
                 if functions or config:
+                    files, config = await self._whole(batch, files, config)
+                    functions = self.functions_of(files)
+                if (functions or config) and not self._closed.is_set():
                     self.changes_seen += 1
                     self.last_files = tuple(sorted(set(files)))
                     await self._call(functions, config)
         finally:
             await self._stop_groups()
             self._running = False
+
+    async def _relevant(self, batch: set[tuple[Change, str]]) -> tuple[list[Path], bool]:
+        """(files whose change may change what a handler does, configuration changed)."""
+        files, config, new_dirs = self.classify(batch)
+        if any(d.parent in self.plan.flat for d in new_dirs):
+            await self._start_groups()  # a directory watched without its subdirectories got one
+        files += self._files_in(new_dirs)
+        # A file our kin writes is not code (a save of code pays no /proc scan); once found,
+        # it stays ignored.
+        fresh = [f for f in files if not is_python(f) and f not in self._written]
+        if fresh:
+            self._written |= await asyncio.to_thread(held_for_writing, fresh)
+        return [f for f in files if f not in self._written], config
+
+    async def _whole(
+        self, batch: set[tuple[Change, str]], files: list[Path], config: bool
+    ) -> tuple[list[Path], bool]:
+        """Wait while a changed file may not hold a whole save yet (devserver/whole_files.py: open for
+        writing, emptied, ...), at most `whole_wait_s`; changes that arrive meanwhile join this one
+        (one reload, from the finished files). Returns the files and whether the configuration changed.
+
+        No fixed re-check delay on every save: a save closed before its batch ended (nearly all) is
+        judged whole at the first look, so reload latency stays as it was; only a save caught mid-write
+        is polled, every `_WHOLE_POLL_S`, until its writer is done. Its last write's event reaches us a
+        batch later: that is waited for too (two steps), so one save makes one reload, not a second one
+        whose worker could meet the developer's next save half-written."""
+        loop = asyncio.get_running_loop()
+        limit = loop.time() + self.whole_wait_s
+        trailing_s = (2 * self.step_ms + 10) / 1000
+        before: dict[Path, FileLook | None] = {}
+        waited = False
+        while True:
+            added = {Path(p) for change, p in batch if change == Change.added}
+            judged = sorted(set(files))[:_JUDGED_FILES] + ([self._config] if config else [])
+            now_ns = time.time_ns()
+            waiting: dict[Path, str] = {}
+            for path in judged:
+                look = FileLook.of(path)
+                why = why_not_whole(
+                    path, look, before=before.get(path), known_size=self._sizes.get(path),
+                    added=path in added, now_ns=now_ns,
+                )  # fmt: skip
+                before[path] = look
+                if why is not None:
+                    waiting[path] = why
+            self.waiting = waiting
+            if self._closed.is_set() or loop.time() >= limit:
+                break
+            if waiting:
+                waited, timeout = True, _WHOLE_POLL_S
+            elif waited:
+                waited, timeout = False, trailing_s
+            else:
+                break
+            more = await self._next_change(timeout)
+            if more:
+                batch = batch | more
+                more_files, more_config = await self._relevant(more)
+                files = files + more_files
+                config = config or more_config
+        self.waiting = {}
+        if waiting and not self._closed.is_set():
+            log.warning(
+                "reloading after waiting %.1f s for a save to finish: %s",
+                self.whole_wait_s,
+                "; ".join(f"{p.name} {why}" for p, why in sorted(waiting.items())),
+            )
+        for path, look in before.items():
+            if look is not None:
+                self._sizes[path] = look.size
+        return files, config
+
+    async def _next_change(self, timeout: float) -> set[tuple[Change, str]] | None:
+        """The changes reported within `timeout` (None if none, or closed meanwhile)."""
+        if self._queue.empty():
+            get = asyncio.ensure_future(self._queue.get())
+            closed = asyncio.ensure_future(self._closed.wait())
+            try:
+                await asyncio.wait({get, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closed.cancel()
+                if not get.done():
+                    get.cancel()
+            if not get.done() or get.cancelled():
+                return None
+            batch = get.result()
+        else:
+            batch = self._queue.get_nowait()
+        while not self._queue.empty():
+            batch |= self._queue.get_nowait()
+        return batch
 
     async def _next_batch(self) -> set[tuple[Change, str]] | None:
         get = asyncio.ensure_future(self._queue.get())

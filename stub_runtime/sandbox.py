@@ -137,7 +137,7 @@ class Sandbox:
         while True:
             now = self.clock()
             if not acked and now >= resend_at and now < ack_by:
-                self._send(request_id, body, deadline)
+                ack_by = self._ask_again(request_id, body, deadline, ack_by)
                 resend_at = self.clock() + resend_every
                 continue
             waiting_for = min(ack_by, resend_at) if not acked else last_heard + s.silence_timeout_s
@@ -147,7 +147,7 @@ class Sandbox:
                 # The socket died under us: a new connection, and the invocation asked again
                 # (a fresh message id; the dev server runs each request id at most once).
                 self.connection.lost()
-                self._send(request_id, body, deadline)
+                ack_by = self._ask_again(request_id, body, deadline, ack_by)
                 continue
             if item is None:
                 if not acked and self.clock() < min(ack_by, deadline):
@@ -164,6 +164,17 @@ class Sandbox:
                 return _outcome(item.body)
             elif item.kind == lp.REJECT:
                 raise Rejected(str(item.body.get("message", "the dev server refused the invocation")))
+
+    def _ask_again(self, request_id: str, body: dict[str, Any], deadline: float, ack_by: float) -> float:
+        """Send the invocation again; the time by which an ack must come. A copy that went out on a new
+        connection gets a whole ack timeout: an ack sent to the old one is lost with it, and an
+        AppSync blip is no sign that the dev server is not running (the chaos suite saw a dev server
+        reported "not running" while both were reconnecting)."""
+        before = self._subscribed
+        self._send(request_id, body, deadline)
+        if self._subscribed is not before:
+            ack_by = max(ack_by, self.clock() + self.settings.ack_timeout_s)
+        return ack_by
 
     def _next_message(self, request_id: str, until: float) -> Message | None:
         """The next message for this invocation, or None at `until`. Raises ConnectionLost."""

@@ -17,11 +17,13 @@ faults reset before and after each test) start `.venv/bin/livelambda cloud --por
     cloud.stats()         GET /_livelambda/stats -> dict (connections_current, connections_total,
                           connections_refused, connections_unauthorized, subscriptions,
                           subscriptions_total, publishes, events_published, events_failed,
-                          events_delivered, connections: [{id, remote, connected_at, subscriptions}], faults,
+                          events_delivered, frames_rejected, http_rejected, internal_errors,
+                          connections: [{id, remote, connected_at, subscriptions}], faults,
                           and the control plane's apis, channel_namespaces, api_keys)
     cloud.faults(**kw)    POST /_livelambda/faults, e.g. faults(drop_connections=True, abrupt=True),
                           faults(refuse_connections_for_s=5), faults(delay_delivery_ms=200),
-                          faults(duplicate_delivery=True), faults(drop_after_frames=3), faults(reset=True)
+                          faults(duplicate_delivery=True), faults(drop_after_frames=3), faults(reset=True),
+                          faults(flap_connections={"accept_s": 2, "refuse_s": 1.5, "jitter": 0.3})
     cloud.api_key_auth()  {"x-api-key": ..., "host": ...}
     cloud.iam_auth(body)  SigV4 headers for `body` (str/bytes/JSON-able), signed with botocore in-process;
                           keyword overrides: credentials=, host=, region=, when= (datetime, for stale dates)

@@ -24,7 +24,12 @@ the rest *(inferred)* below, so that a difference found against AWS is easy to f
 - Unknown frame types: `error` / UnsupportedOperation "<type> not supported through the realtime
   channel" (the GraphQL realtime wording); malformed JSON: `error` / BadRequestException.
 - A `ka` frame follows `connection_ack` at once, then one every `ka_interval_s`.
-- Frames before `connection_init` are served (auth was checked on the upgrade). *(inferred)*
+- Frames before `connection_init` are served (auth was checked on the upgrade). *(inferred)* But a
+  connection that has not sent `connection_init` within 10 s of its upgrade is closed with 1000
+  (realtime.py; `LIVELAMBDA_INIT_TIMEOUT_S`). *(inferred: no documented timeout)*
+- At most 100 subscriptions per connection (AWS's quota, "Subscriptions per connection: 100"); the
+  101st is `subscribe_error` MaxSubscriptionsReachedError (the type is in PROTOCOL.md; the message
+  wording is *(inferred)*), checked after auth and the channel, as a quota is.
 - `host` in auth objects must name this socket, `127.0.0.1:PORT` (or `localhost:PORT`), whatever
   Host header the client sends: see `api_hosts`.
 - `publish_success` may reach the publisher before the `data` frames it caused, on the publisher's own
@@ -33,6 +38,7 @@ the rest *(inferred)* below, so that a difference found against AWS is easy to f
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -60,6 +66,7 @@ SUBPROTOCOL = "aws-appsync-event-ws"
 AUTH_SUBPROTOCOL_PREFIX = "header-"
 MAX_EVENTS_PER_PUBLISH = 5
 MAX_EVENT_BYTES = 240 * 1024  # 245,760 bytes of UTF-8
+MAX_SUBSCRIPTIONS_PER_CONNECTION = 100  # AWS's quota (each publish walks every subscription)
 UNAUTHORIZED_MESSAGE = "You are not authorized to make this call."
 
 
@@ -116,6 +123,9 @@ class Stats:
     events_published: int = 0  # events accepted for delivery
     events_failed: int = 0  # events reported in `failed`
     events_delivered: int = 0  # `data` frames written to sockets (duplicates included)
+    frames_rejected: int = 0  # WebSocket frames answered with an error (error, *_error)
+    http_rejected: int = 0  # HTTP publishes answered with an error status
+    internal_errors: int = 0  # frames that raised in the emulator (a bug of ours: InternalFailure)
 
 
 def _decode_auth_subprotocol(value: str) -> dict[str, Any] | None:
@@ -141,6 +151,10 @@ class AppSyncEmulator:
         self.subscribe_modes: Mapping[str, frozenset[str]] = {}
         self.control = EventApiStore(region=options.region, on_change=self._follow_control_plane)
         self.faults = Faults()
+        if options.faults:  # `livelambda cloud --refuse-connections-for ...`: in force from the start
+            self.faults.apply(dict(options.faults))
+            log.info("faults at start: %s", self.faults.snapshot())
+        self._fault_timer: asyncio.TimerHandle | None = None
         self.stats = Stats()
         self.connections: dict[str, RealtimeConnection] = {}
 
@@ -272,6 +286,31 @@ class AppSyncEmulator:
             conn.close(abrupt=abrupt)
         return len(conns)
 
+    def arm_fault_clock(self) -> None:
+        """Time the drops of a flapping schedule (faults.py) to its refusal windows' starts. Called
+        when faults change and on every upgrade: drops only matter once a connection exists."""
+        if self._fault_timer is not None:
+            self._fault_timer.cancel()
+            self._fault_timer = None
+        at = self.faults.next_drop_at()
+        if at is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._fault_timer = loop.call_later(max(0.0, at - self.faults.clock()), self._fault_tick)
+
+    def _fault_tick(self) -> None:
+        self._fault_timer = None
+        drop = self.faults.due_drop()
+        if drop is not None:
+            dropped = self.drop_all(abrupt=drop.abrupt)
+            log.info("flapping: refusing connections; dropped %d", dropped)
+        self.arm_fault_clock()
+
+    def _reject(self, conn: RealtimeConnection, frame: dict[str, Any]) -> None:
+        """Answer a frame with an error frame, counted (fuzzing checks every reject is)."""
+        self.stats.frames_rejected += 1
+        conn.send(frame)
+
     # ----- WebSocket -------------------------------------------------------------------------------
 
     def upgrade(self, conn: RealtimeConnection, request: UpgradeRequest) -> None:
@@ -283,6 +322,8 @@ class AppSyncEmulator:
             where = f"No WebSocket at {request.path}; use {REALTIME_PATH}"
             conn.deny(AppSyncError("NotFound", where, status=404))
             return
+        if self._fault_timer is None:
+            self.arm_fault_clock()
         if self.faults.refusing():
             self.stats.connections_refused += 1
             log.info("refused WebSocket from %s (fault injection)", remote)
@@ -329,6 +370,7 @@ class AppSyncEmulator:
             self._handle_frame(conn, text)
         except Exception:  # our bug: tell the client, keep the connection, as a service would
             log.exception("error handling a frame on %s", conn.id)
+            self.stats.internal_errors += 1
             error = AppSyncError("InternalFailure", "An internal error occurred")
             conn.send({"type": "error", "errors": error.errors()})
 
@@ -339,7 +381,7 @@ class AppSyncEmulator:
             frame = None
         if not isinstance(frame, dict):
             error = bad_request("Message must be a JSON object")
-            conn.send({"type": "error", "errors": error.errors()})
+            self._reject(conn, {"type": "error", "errors": error.errors()})
             return
         kind = frame.get("type")
         handler = self._handlers.get(kind) if isinstance(kind, str) else None
@@ -348,7 +390,7 @@ class AppSyncEmulator:
             reply: dict[str, Any] = {"type": "error", "errors": error.errors()}
             if isinstance(frame.get("id"), str):
                 reply = {"type": "error", "id": frame["id"], "errors": error.errors()}
-            conn.send(reply)
+            self._reject(conn, reply)
             return
         handler(self, conn, frame)
 
@@ -363,12 +405,13 @@ class AppSyncEmulator:
             }
         )
         conn.start_keepalive(self.options.ka_interval_s)
+        conn.initialized()
 
     def _on_subscribe(self, conn: RealtimeConnection, frame: dict[str, Any]) -> None:
         sub_id = frame.get("id")
         if not isinstance(sub_id, str) or not sub_id:
             error = bad_request("Subscription id is required")
-            conn.send({"type": "subscribe_error", "errors": error.errors()})
+            self._reject(conn, {"type": "subscribe_error", "errors": error.errors()})
             return
         channel = frame.get("channel")
         try:
@@ -388,10 +431,14 @@ class AppSyncEmulator:
             allowed = self.subscribe_modes.get(segments[0])
             if allowed is not None and auth_type not in allowed:
                 raise self._mode_refused(segments[0], auth_type, "subscribe")
+            if len(conn.subscriptions) >= MAX_SUBSCRIPTIONS_PER_CONNECTION:
+                limit = MAX_SUBSCRIPTIONS_PER_CONNECTION
+                message = f"Maximum number of subscriptions per connection ({limit}) reached"  # (inferred)
+                raise AppSyncError("MaxSubscriptionsReachedError", message)
         except AppSyncError as exc:
             if isinstance(exc, Unauthorized):
                 log.warning("unauthorized subscribe on %s: %s", conn.id, exc.reason)
-            conn.send({"type": "subscribe_error", "id": sub_id, "errors": exc.errors()})
+            self._reject(conn, {"type": "subscribe_error", "id": sub_id, "errors": exc.errors()})
             return
         conn.subscriptions[sub_id] = pattern  # type: ignore[assignment]
         self.stats.subscriptions_total += 1
@@ -406,13 +453,13 @@ class AppSyncEmulator:
         reply: dict[str, Any] = {"type": "unsubscribe_error", "errors": error.errors()}
         if isinstance(sub_id, str):
             reply = {"type": "unsubscribe_error", "id": sub_id, "errors": error.errors()}
-        conn.send(reply)
+        self._reject(conn, reply)
 
     def _on_publish(self, conn: RealtimeConnection, frame: dict[str, Any]) -> None:
         pub_id = frame.get("id")
         if not isinstance(pub_id, str) or not pub_id:
             error = bad_request("Publish id is required")
-            conn.send({"type": "publish_error", "errors": error.errors()})
+            self._reject(conn, {"type": "publish_error", "errors": error.errors()})
             return
         channel, events = frame.get("channel"), frame.get("events")
         # The other subscribers' data frames go out first: they are what the system waits on, and
@@ -430,7 +477,7 @@ class AppSyncEmulator:
             except AppSyncError as exc:
                 if isinstance(exc, Unauthorized):
                     log.warning("unauthorized publish on %s: %s", conn.id, exc.reason)
-                conn.send({"type": "publish_error", "id": pub_id, "errors": exc.errors()})
+                self._reject(conn, {"type": "publish_error", "id": pub_id, "errors": exc.errors()})
                 return
             conn.send_text(_publish_success(pub_id, successful, failed))
         finally:
@@ -462,6 +509,7 @@ class AppSyncEmulator:
         except AppSyncError as exc:
             if isinstance(exc, Unauthorized):
                 log.warning("unauthorized HTTP publish: %s", exc.reason)
+            self.stats.http_rejected += 1
             return JSONResponse({"errors": exc.errors()}, status_code=exc.status)
         return JSONResponse({"failed": failed, "successful": successful})
 
@@ -529,6 +577,10 @@ def build_router(emulator: AppSyncEmulator) -> APIRouter:
         except (ValueError, FaultSpecError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         dropped = emulator.drop_all(abrupt=drop.abrupt) if drop else 0
+        flapped = emulator.faults.due_drop()  # a flapping schedule's first refusal begins now
+        if flapped is not None:
+            dropped += emulator.drop_all(abrupt=flapped.abrupt)
+        emulator.arm_fault_clock()
         if set(spec) - {"reset"}:  # tests reset around every test: keep the log readable
             log.info("faults %s -> %s (dropped %d connections)", spec, emulator.faults.snapshot(), dropped)
         return JSONResponse({"faults": emulator.faults.snapshot(), "dropped": dropped})

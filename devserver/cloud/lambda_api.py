@@ -1,7 +1,8 @@
 """Lambda's Invoke API over HTTP, so boto3 and the AWS CLI work unchanged with `--endpoint-url`:
 
     POST /2015-03-31/functions/{name}/invocations
-    GET  /_livelambda/lambda/stats          per function: sandboxes, invocations, cold starts
+    GET  /_livelambda/lambda/stats          per function: sandboxes, invocations, cold starts; and
+                                            `rejected`: Invoke API errors answered, by error type
 
 Error responses take the shape botocore parses into the service's exceptions: a JSON body
 `{"Type": "User", "message": ...}` and the header `X-Amzn-ErrorType: <ExceptionName>`.
@@ -13,6 +14,7 @@ import base64
 import binascii
 import json
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -67,9 +69,16 @@ def mount(app: FastAPI, options: CloudOptions) -> LambdaEmulator:
 def lambda_router(emulator: LambdaEmulator) -> APIRouter:
     """The Invoke API and the stats endpoint, serving `emulator`'s functions."""
     router = APIRouter()
+    rejected: Counter[str] = Counter()
 
     @router.post("/2015-03-31/functions/{function}/invocations")
     async def invoke(function: str, request: Request) -> Response:
+        response = await _invoke(function, request)
+        if response.status_code >= 400:  # counted, so that a test can tell every reject was answered
+            rejected[response.headers.get("x-amzn-errortype", str(response.status_code))] += 1
+        return response
+
+    async def _invoke(function: str, request: Request) -> Response:
         request_id = str(uuid.uuid4())
         name, qualifier = _parse_function(unquote(function), request.query_params.get("Qualifier"))
         if name not in emulator.functions or qualifier not in (None, "$LATEST"):
@@ -147,7 +156,7 @@ def lambda_router(emulator: LambdaEmulator) -> APIRouter:
 
     @router.get("/_livelambda/lambda/stats")
     async def stats() -> dict[str, Any]:
-        return emulator.stats()
+        return {**emulator.stats(), "rejected": dict(rejected)}
 
     return router
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class CloudOptions:
     live_auth: str = "api_key"  # how the live stubs sign: "api_key", or "iam" (as `aws up --auth iam`)
     tls_cert: Path | None = None  # serve https/wss with this certificate (chain) and key, as AppSync does
     tls_key: Path | None = None
+    faults: dict[str, Any] = field(default_factory=dict)  # a faults.py request applied at start
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

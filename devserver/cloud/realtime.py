@@ -8,6 +8,12 @@ invocation, and each of those steps used to cost a task switch.
 Writes never block (the transport buffers them), so a slow subscriber cannot hold up a publisher; one
 that stops reading altogether is dropped once `MAX_BUFFERED_BYTES` pile up for it. What the frames
 mean (auth, publish, fan-out, faults) is the emulator's business: see appsync_emulator.py.
+
+No connection stays open for nothing (devserver/limits.py): one that has not sent `connection_init`
+within `init_timeout_s` of its upgrade is closed with 1000 *(inferred: AWS documents no such timeout,
+and PROTOCOL.md none; every client sends `connection_init` first)*, as is an unauthorized one that
+sends no frame to be refused on. An initialized connection may stay idle as long as it likes: it gets
+`ka` frames, as a subscriber waiting for events does.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
+from devserver.limits import ServerLimits
 from stub_runtime.appsync.frames import compact_json, json_string
 
 if TYPE_CHECKING:
@@ -39,17 +46,18 @@ _protocol_log.setLevel(logging.WARNING)  # the emulator logs its own line
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # one WebSocket message (uvicorn's default, as before)
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024  # unsent bytes for one client before it is dropped
 CLOSE_TIMEOUT_S = 2.0  # a client that does not answer our close frame loses the TCP connection
-FIRST_FRAME_TIMEOUT_S = 10.0  # how long a refused connection may stay open waiting to be told
 _DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
-
-
-def realtime_protocol(emulator: AppSyncEmulator) -> Callable[..., RealtimeConnection]:
-    """What uvicorn's `ws` setting takes: it calls this for each upgraded connection."""
+def realtime_protocol(
+    emulator: AppSyncEmulator, limits: ServerLimits | None = None
+) -> Callable[..., RealtimeConnection]:
+    """What uvicorn's `ws` setting takes: it calls this for each upgraded connection. `limits`: default,
+    from the environment."""
+    init_timeout_s = (limits or ServerLimits.from_env()).init_timeout_s
 
     def make(*, server_state: Any, **_: Any) -> RealtimeConnection:
-        return RealtimeConnection(emulator, server_state.connections)
+        return RealtimeConnection(emulator, server_state.connections, init_timeout_s=init_timeout_s)
 
     return make
 
@@ -59,8 +67,11 @@ class RealtimeConnection(asyncio.Protocol):
     the emulator accepts or denies the upgrade), "open", "refusing" (accepted but unauthorized: the
     first frame gets `connection_error`), "closing", "closed"."""
 
-    def __init__(self, emulator: AppSyncEmulator, server_connections: set[Any]) -> None:
+    def __init__(
+        self, emulator: AppSyncEmulator, server_connections: set[Any], *, init_timeout_s: float = 10.0
+    ) -> None:
         self.emulator = emulator
+        self.init_timeout_s = init_timeout_s  # for `connection_init` (or any frame, if unauthorized)
         self._server_connections = server_connections  # uvicorn closes these on shutdown
         self.ws = ServerProtocol(max_size=MAX_FRAME_BYTES, logger=_protocol_log)
         self.transport: asyncio.Transport | None = None
@@ -130,13 +141,24 @@ class RealtimeConnection(asyncio.Protocol):
             return False
         self.hosts = hosts
         self.state = "open"
+        self._later("init", self.init_timeout_s, self._not_initialized)
         return True
+
+    def initialized(self) -> None:
+        """`connection_init` arrived: the connection may now idle as long as it likes."""
+        self._cancel("init")
+
+    def _not_initialized(self) -> None:
+        log.info("connection %s (%s) sent no connection_init within %g s: closed", self.id, self.remote,
+                 self.init_timeout_s)  # fmt: skip
+        self.close(abrupt=False)  # 1000, as the service closes even on failure
 
     def refuse_after_first_frame(self, error: AppSyncError) -> None:
         """Accepted, but unauthorized: the first frame is answered `connection_error`, then 1000."""
         self.state = "refusing"
         self._refusal = error
-        self._later("refuse", FIRST_FRAME_TIMEOUT_S, lambda: self._send_close(1000))
+        self._cancel("init")  # this deadline replaces it
+        self._later("refuse", self.init_timeout_s, lambda: self._send_close(1000))
 
     def deny(self, error: AppSyncError) -> None:
         """Refuse the upgrade with an HTTP status and a JSON body, as a load balancer would."""
@@ -306,6 +328,11 @@ class RealtimeConnection(asyncio.Protocol):
                     transport.close()
                 if "close" not in self._timers:
                     self._later("close", CLOSE_TIMEOUT_S, transport.abort)
+
+    def _cancel(self, name: str) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
 
     def _later(self, name: str, delay_s: float, callback: Callable[[], Any]) -> None:
         def run() -> None:

@@ -289,7 +289,10 @@ def create_dashboard_router(
     stop             when set, every open feed stream ends (set it before uvicorn's graceful shutdown
                      waits for connections, or give uvicorn `timeout_graceful_shutdown`)
     """
-    router = APIRouter(dependencies=[Depends(_guard(allowed_hosts))])
+    router = APIRouter(
+        dependencies=[Depends(_guard(allowed_hosts))],
+        responses={403: {"description": "Another Host (DNS rebinding) or, for a change, another Origin"}},
+    )
     store = sources.store
 
     def get_record(invocation_id: str) -> InvocationRecord:
@@ -381,7 +384,10 @@ def create_dashboard_router(
     @router.get(
         "/api/invocations/{invocation_id}/event",
         tags=["invocations"],
-        responses={200: {"content": {"application/json": {}}, "description": "The whole event"}},
+        responses={
+            200: {"content": {"application/json": {}}, "description": "The whole event"},
+            404: {"description": "Not in memory"},
+        },
     )
     async def download_event(invocation_id: str) -> Response:
         """The whole event as a JSON file (attachment), never cut down nor masked."""
@@ -390,7 +396,10 @@ def create_dashboard_router(
     @router.get(
         "/api/invocations/{invocation_id}/response",
         tags=["invocations"],
-        responses={200: {"content": {"application/json": {}}, "description": "The whole response"}},
+        responses={
+            200: {"content": {"application/json": {}}, "description": "The whole response"},
+            404: {"description": "Not in memory"},
+        },
     )
     async def download_response(invocation_id: str) -> Response:
         """The whole response as a JSON file (attachment), never cut down nor masked."""
@@ -400,7 +409,11 @@ def create_dashboard_router(
         "/api/invocations/{invocation_id}/replay",
         response_model=InvocationDetail,
         tags=["invocations"],
-        responses={404: {"description": "Not in memory"}, 502: {"description": "The replay failed"}},
+        responses={
+            400: {"description": "The body is not JSON"},
+            404: {"description": "Not in memory"},
+            502: {"description": "The replay failed"},
+        },
     )
     async def replay(invocation_id: str, body: ReplayRequest | None = Body(None)) -> dict[str, Any]:
         """Run an invocation again on this machine, with its own event or with `event` from the body.

@@ -9,6 +9,13 @@ HTTP is parsed by httptools (llhttp, the parser uvicorn uses) in an asyncio Prot
 every connection, each answer written in one piece: a hop must stay well under a millisecond, and an
 invocation takes two. The server knows nothing of processes: it hands each call to a
 `RuntimeApiHandler` (the Worker).
+
+Bounds (any local process can connect; devserver/limits.py): a request must arrive whole within
+`request_timeout_s` of its first byte (of the connect, for the first one), else the connection is
+closed; at most `max_connections` at once, the rest refused with a 503. Once a request has arrived, it
+waits as long as it must (the `/invocation/next` long poll), and a connection idle between requests is
+left alone: the runtime's own sits idle for as long as its handler runs, up to 15 minutes, and the cap
+bounds the rest.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import socket
 from collections.abc import Callable
 from http import HTTPStatus
@@ -24,7 +32,10 @@ from typing import Protocol
 
 import httptools
 
+from devserver.limits import RUNTIME_API_MAX_CONNECTIONS, BurstLog, RequestDeadline, ServerLimits
 from devserver.runtime.invocation import InvocationRequest
+
+log = logging.getLogger("livelambda.runtime_api")
 
 PREFIX = "/2018-06-01/runtime"
 NEXT_PATH = PREFIX + "/invocation/next"
@@ -40,6 +51,7 @@ def _status_line(status: int) -> bytes:
 # The two every invocation sends (an HTTPStatus lookup is an Enum call).
 _STATUS_LINES = {code: _status_line(code) for code in (200, 202)}
 _ACCEPTED: _Reply = (202, [(b"content-type", b"application/json")], b'{"status":"OK"}')
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
 class RuntimeApiHandler(Protocol):
@@ -65,12 +77,25 @@ class RuntimeApiHandler(Protocol):
 
 
 class RuntimeApiServer:
-    def __init__(self, handler: RuntimeApiHandler, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        handler: RuntimeApiHandler,
+        host: str = "127.0.0.1",
+        *,
+        request_timeout_s: float | None = None,  # None: ServerLimits.from_env()
+        max_connections: int = RUNTIME_API_MAX_CONNECTIONS,
+    ) -> None:
         self._handler = handler
         self._host = host
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self.port = 0
+        if request_timeout_s is None:
+            request_timeout_s = ServerLimits.from_env().request_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.max_connections = max_connections
+        self.refused = BurstLog(log, "")  # (their messages name the address once it is known)
+        self.timed_out = BurstLog(log, "")
 
     @property
     def address(self) -> str:
@@ -81,6 +106,9 @@ class RuntimeApiServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), self._host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
+        where = f"Runtime API {self.address}"
+        self.refused.message = where + ": {count} connection(s) refused over its cap, the last from {remote}"
+        self.timed_out.message = where + ": closed {count} connection(s) whose request was not whole in time"
 
     async def close(self) -> None:
         if self._server is not None:
@@ -132,22 +160,34 @@ class _Connection(asyncio.Protocol):
         self._queue: list[tuple[str, str, dict[bytes, bytes], bytes, bool]] = []
         self._busy = False  # a request is being answered: the next ones wait
         self._withdraw: Callable[[], None] | None = None  # the pending long poll's
+        self._deadline = RequestDeadline(server.request_timeout_s, self._expired)  # the request arriving
 
     # -- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        server = self._server
+        if len(server._connections) >= server.max_connections:
+            server.refused.note(_peer(transport))
+            transport.write(_BUSY)  # type: ignore[attr-defined]
+            transport.close()
+            return
         self._transport = transport  # type: ignore[assignment]  # (uvloop's is not a subclass)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._server._connections.add(self)
+        server._connections.add(self)
+        self._deadline.start()  # a connection that never sends a whole request is closed
 
     def data_received(self, data: bytes) -> None:
+        if self._transport is None:
+            return  # refused over the cap, closing
+        self._deadline.start()  # the first bytes of a request: it must be whole in time
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:
             self.abort()  # not HTTP: no runtime sends that
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._deadline.stop()
         self._server._connections.discard(self)
         self._transport = None
         if self._withdraw is not None:
@@ -158,9 +198,15 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def _expired(self) -> None:
+        if self._transport is not None:
+            self._server.timed_out.note(_peer(self._transport))
+        self.abort()
+
     # -- httptools callbacks
     def on_message_begin(self) -> None:
         self._url, self._headers, self._body = b"", {}, []
+        self._deadline.start()  # a pipelined request: its own deadline
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -176,6 +222,7 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._deadline.stop()  # arrived: from now on it waits as long as it must (the long poll)
         method = self._parser.get_method().decode("latin-1")
         path = self._url.decode("latin-1").split("?", 1)[0]
         keep_alive = self._parser.should_keep_alive()
@@ -241,6 +288,11 @@ def _next_headers(invocation: InvocationRequest) -> list[tuple[bytes, bytes]]:
     if invocation.cognito_identity is not None:
         headers.append((b"lambda-runtime-cognito-identity", invocation.cognito_identity.encode()))
     return headers
+
+
+def _peer(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
 
 
 def _json(status: int, body: dict[str, str]) -> _Reply:
