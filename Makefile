@@ -43,6 +43,7 @@ dev: install
 
 lint: install-test
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: install-test lint
 	$(BIN)/python -m pytest

@@ -92,7 +92,7 @@ class CountingMoto:
             return app(environ, start_response)
 
         config = uvicorn.Config(
-            WSGIMiddleware(counting, workers=MOTO_WORKERS),  # type: ignore[arg-type]
+            WSGIMiddleware(counting, workers=MOTO_WORKERS),
             host="127.0.0.1",
             port=0,  # uvicorn binds (and sets TCP_NODELAY on its connections)
             interface="asgi3",

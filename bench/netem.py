@@ -127,6 +127,7 @@ class DelayProxy:
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the proxy's loop from another thread (running_proxy's callers); its result."""
+        assert self._loop is not None, "the proxy is not running"
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
 
     async def close(self) -> None:

@@ -30,6 +30,7 @@ import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.stats import pct
 
@@ -59,7 +60,7 @@ VARIANTS = {
 class Variant:
     name: str
     root: Path
-    options: dict[str, str]
+    options: dict[str, Any]  # Runner keyword arguments
     runner: object = None
     watcher: object = None
     task: asyncio.Task[None] | None = None
@@ -184,6 +185,7 @@ def report(variants: dict[str, Variant]) -> None:
         f"save to new code: file write -> first response from the new code, via watcher + runner; "
         f"handler imports boto3; {EDITS} edits per variant, interleaved; ms"
     )
+    # These rows and the ratio below: bench/ab.py reads them.
     print(f"{'variant':<12} {'p50':>8} {'p99':>8} {'watcher p50':>12} {'init p50':>9} {'x cold import':>14}")
     for name, variant in variants.items():
         values = variant.save_to_new

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import tomllib
 
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import CallerFault
 
 CONFIG_FILE = "livelambda.toml"
 PYPROJECT_FILE = "pyproject.toml"
@@ -112,7 +112,7 @@ RESERVED_ENV = frozenset(
 )
 
 
-class ConfigError(LivelambdaError):
+class ConfigError(CallerFault):
     """The app's configuration file is missing or wrong. The message names the file and the key."""
 
     error_type = "Livelambda.ConfigError"

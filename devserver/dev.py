@@ -19,15 +19,16 @@ from rich.markup import escape
 
 from devserver.bridge import Bridge, Endpoint, LiveInvocation, livelambda_error, result_body
 from devserver.config import AppConfig, FunctionConfig
-from devserver.dashboard import create_dashboard_router
+from devserver.dashboard import mount_dashboard
 from devserver.executed import ExecutedLog
 from devserver.invocations import InvocationRecord, InvocationStore
 from devserver.live_budget import LiveBudget, live_budget, raise_timeout_hint
 from devserver.runner import Runner, UnknownFunction
 from devserver.runtime import app_env
-from devserver.runtime.invocation import InvocationRequest
+from devserver.runtime.invocation import InvocationOutcome, InvocationRequest
 from devserver.save_report import SaveReporter
 from devserver.session import LiveSession, aws_file, cloud_file, state_dir
+from devserver.status import ConnectionStatus, FunctionStatus
 from devserver.terminal import Terminal
 from devserver.triggers import guess_trigger
 from devserver.watcher import Watcher
@@ -53,9 +54,7 @@ class DevServer:
         self.terminal = terminal or Terminal()
         self.store = InvocationStore(settings.app.dashboard.keep)
         self.region = settings.app.region or settings.endpoint.region
-        self.runner = Runner(
-            settings.app, region=self.region, on_reload=self._on_reload, on_answer=self._answered
-        )
+        self.runner = Runner(settings.app, region=self.region, on_reload=self._on_reload)
         self.bridge = Bridge(
             settings.endpoint,
             settings.session.id,
@@ -139,6 +138,7 @@ class DevServer:
             invoked_function_arn=ctx.get("invoked_function_arn") or None,
             client_context=json.dumps(ctx["client_context"]) if ctx.get("client_context") else None,
             cognito_identity=json.dumps(ctx["identity"]) if ctx.get("identity") else None,
+            on_result=self._publish_early,
         )
         return await self._run(function, record, request)
 
@@ -184,8 +184,8 @@ class DevServer:
         self.store.add(record)
         record.timings["started"] = time.time() * 1000
         outcome = await self.runner.invoke(function.name, request)
-        record.timings.setdefault("finished", time.time() * 1000)  # (unless _answered stamped it)
-        body = result_body(outcome.status, outcome.payload, outcome.logs)
+        record.timings.setdefault("finished", time.time() * 1000)  # (unless _publish_early stamped it)
+        body = result_body(outcome.status, outcome.value, outcome.logs)  # (parsed once, on the outcome)
         error = body.get("error") or {}
         self.store.finish(
             record,
@@ -197,7 +197,7 @@ class DevServer:
             stack_trace=list(error.get("stackTrace") or []),
             logs=outcome.logs,
             cold=outcome.cold,
-            generation=getattr(outcome, "generation", None),
+            generation=outcome.generation,
             worker_id=outcome.worker_id,
         )
         # Printed once the result is on its way: a rich line costs ~0.2-0.5 ms of the round trip.
@@ -210,13 +210,13 @@ class DevServer:
         )
         self.terminal.invocation(record)
 
-    def _answered(self, request_id: str, status: str, payload: bytes, logs: str) -> None:
-        """The runtime just answered (the outcome's bookkeeping comes a loop step later): a live
-        invocation's result goes out now."""
-        record = self.store.get(request_id)
+    def _publish_early(self, outcome: InvocationOutcome) -> None:
+        """A live request's on_result hook: the runtime just answered (the outcome's bookkeeping comes
+        a loop step later), so its result goes out now."""
+        record = self.store.get(outcome.request_id)
         if record is not None:
             record.timings["finished"] = time.time() * 1000
-        self.bridge.answer(request_id, status, payload, logs)
+        self.bridge.answer(outcome.request_id, result_body(outcome.status, outcome.value, outcome.logs))
 
     def _published(self, request_id: str, at_ms: float) -> None:
         record = self.store.get(request_id)
@@ -278,10 +278,10 @@ class DevServer:
             self.terminal.reload(function, generation, error)
 
     # ------------------------------------------------------------------ dashboard sources
-    def functions(self) -> list[dict[str, Any]]:
+    def functions(self) -> list[FunctionStatus]:
         return self.runner.status()
 
-    def connection(self) -> dict[str, Any]:
+    def connection(self) -> ConnectionStatus:
         return self.bridge.status()
 
 
@@ -305,7 +305,7 @@ def create_app(dev: DevServer) -> FastAPI:
         redoc_url=None,
     )
     app.state.dev = dev
-    app.include_router(create_dashboard_router(dev, stop=stop))
+    mount_dashboard(app, dev, stop=stop)
     return app
 
 

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from devserver.session import state_dir
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import CallerFault
 
 LOCK_FILE = "dev.lock"
 
 
-class DevServerRunning(LivelambdaError):
+class DevServerRunning(CallerFault):
     """Another `livelambda dev` serves this app."""
 
     error_type = "Livelambda.DevServerRunning"

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import DevServerFault
 
 LAYER_ROOT = "python"  # Lambda puts /opt/python on sys.path for Python runtimes
 MOUNT = "/opt"  # where Lambda unpacks layers: the file names compiled into the .pyc
@@ -42,7 +42,7 @@ _SKIP_DIRS = frozenset({"__pycache__", "tests", "test"})
 _DIST_INFO_FILES = frozenset({"METADATA", "top_level.txt"})
 
 
-class LayerBuildFailed(LivelambdaError):
+class LayerBuildFailed(DevServerFault):
     error_type = "Livelambda.LayerBuildFailed"
 
 

@@ -63,7 +63,7 @@ class ServerLimits:
         return cls(
             request_timeout_s=_positive(env, REQUEST_TIMEOUT_ENV, float, DEFAULT_REQUEST_TIMEOUT_S),
             init_timeout_s=_positive(env, INIT_TIMEOUT_ENV, float, DEFAULT_INIT_TIMEOUT_S),
-            max_connections=_positive(env, MAX_CONNECTIONS_ENV, int, default_max_connections()),
+            max_connections=int(_positive(env, MAX_CONNECTIONS_ENV, int, default_max_connections())),
         )
 
 

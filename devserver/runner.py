@@ -20,13 +20,17 @@ A broken save gives every invocation that arrives what Lambda gives (`Runtime.Us
 tries the init again, on a fresh worker, as Lambda does. The next good save recovers by itself.
 
 ## Workers
-One invocation per worker; a new worker starts when all are busy, up to `max_workers` running
-invocations (later callers wait in line). Workers are forked from a warm forkserver (runtime/
-fork_launcher.py; `launcher="fork"`, the default) or started as fresh interpreters (`"spawn"`, and the
-fallback when the forkserver cannot run: `status()["launcher_note"]` says why). The function's timeout
-counts from the moment the runtime gets the event, capped by the request's `deadline_ms` (the real
-Lambda's deadline in live mode). No bytecode is written for the developer's code (Lambda's code
-directory is read-only too): a stale .pyc could otherwise survive two saves within one second.
+A function's workers are a WorkerPool (runtime/pool.py, the cloud's sandboxes use it too); this module
+adds the generations on top: which one is current, its warm worker, whether its code loads, and what
+a save, a new configuration or the deployed function's environment change. One invocation per
+worker; a new worker starts when all are busy, up to `max_workers` running invocations (later callers
+wait in line). Workers are forked from a warm forkserver (runtime/fork_launcher.py;
+`launcher="fork"`, the default) or started as fresh interpreters (`"spawn"`, and the fallback when the
+forkserver cannot run: `status().launcher_note` says why); either way through the Launcher interface.
+The function's timeout counts from the moment the runtime gets the event, capped by the request's
+`deadline_ms` (the real Lambda's deadline in live mode). No bytecode is written for the developer's
+code (Lambda's code directory is read-only too): a stale .pyc could otherwise survive two saves within
+one second.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
-import itertools
 import json
 import logging
 import os
@@ -52,42 +55,34 @@ from devserver.runtime.environment import (
     missing_runtime,
     runtime_known_good,
 )
-from devserver.runtime.fork_launcher import ForkedProcess, ForkLauncher
-from devserver.runtime.invocation import InvocationOutcome, InvocationRequest, error_payload
-from devserver.runtime.launcher import Launcher, SubprocessLauncher
+from devserver.runtime.fork_launcher import ForkLauncher
+from devserver.runtime.invocation import InvocationOutcome, InvocationRequest, describe_exit
+from devserver.runtime.launcher import Launcher, LaunchKind, SubprocessLauncher
 from devserver.runtime.logs import DEFAULT_LOG_LIMIT
-from devserver.runtime.pool import launch_failure
-from devserver.runtime.worker import DEFAULT_INIT_TIMEOUT_S, AnswerCallback, Worker
-from stub_runtime.errors import LivelambdaError
+from devserver.runtime.pool import PoolClosed, WorkerPool, env_failure
+from devserver.runtime.worker import DEFAULT_INIT_TIMEOUT_S, Worker
+from devserver.status import FunctionStatus, WorkerStatus
+from stub_runtime.errors import CallerFault, DevServerFault
 
 log = logging.getLogger("livelambda.runner")
 
-LauncherKind = Literal["fork", "spawn"]
 ForkserverPolicy = Literal["reuse", "per_generation"]
 ReloadCallback = Callable[[str, int, "str | None"], Any]  # (function, generation, error one-liner)
 
 DEFAULT_MAX_WORKERS = 10
-RUNTIME_MISSING = "Livelambda.RuntimeMissing"
+RUNTIME_MISSING = app_env.ERROR_TYPE  # no worker can start: the interpreter lacks awslambdaric...
 # Workers of the dev server never write bytecode for the developer's code (see the module docstring).
 WORKER_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
 
 
-class UnknownFunction(LivelambdaError):
+class UnknownFunction(CallerFault):
     """No function of that name in the app's configuration."""
 
     error_type = "Livelambda.UnknownFunction"
 
 
-class RunnerClosed(LivelambdaError):
+class RunnerClosed(DevServerFault):
     error_type = "Livelambda.RunnerClosed"
-
-
-@dataclass
-class RunOutcome(InvocationOutcome):
-    """An invocation's outcome, and which code and which kind of worker produced it."""
-
-    generation: int = 0
-    launcher: str = "spawn"  # how its worker started: "fork" or "spawn"
 
 
 @dataclass(frozen=True)
@@ -110,42 +105,6 @@ class ReloadError:
         """The one-liner, then the details."""
         return self.summary + (f"\n{self.details}" if self.details else "")
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "generation": self.generation,
-            "error_type": self.error_type,
-            "message": self.message,
-            "summary": self.summary,
-            "details": self.details,
-            "at": self.at,
-        }
-
-
-_ids = itertools.count(1)
-
-
-class _Slot:
-    """A worker, the generation of code it runs, and whether an invocation holds it."""
-
-    def __init__(self, worker: Worker, generation: int, launcher: Launcher) -> None:
-        self.worker = worker
-        self.generation = generation
-        self.launcher = launcher
-        self.reserved = False
-        self.start_error: OSError | None = None
-        self.started: asyncio.Task[None] | None = None
-
-    @property
-    def kind(self) -> str:
-        return "fork" if isinstance(getattr(self.worker, "_proc", None), ForkedProcess) else "spawn"
-
-    @property
-    def usable(self) -> bool:
-        """Can take an invocation of its generation: starting or idle, not failed."""
-        if self.reserved or self.start_error is not None:
-            return False
-        return self.worker.state in ("new", "starting", "idle")
-
 
 class FunctionRunner:
     """All workers of one function, across code generations (see the module docstring)."""
@@ -157,44 +116,41 @@ class FunctionRunner:
         region: str = "us-east-1",
         account: str = "000000000000",
         extra_env: Mapping[str, str] | None = None,
-        launcher: LauncherKind = "fork",
+        launcher: LaunchKind = "fork",
         forkserver: ForkserverPolicy = "reuse",
         max_workers: int = DEFAULT_MAX_WORKERS,
         prewarm: bool = True,
         init_timeout_s: float = DEFAULT_INIT_TIMEOUT_S,
         log_limit: int = DEFAULT_LOG_LIMIT,
         on_reload: ReloadCallback | None = None,
-        on_answer: AnswerCallback | None = None,
     ) -> None:
         if max_workers < 1:
             raise ValueError("a function needs at least one worker")
         self.function = function
         self.region = region
-        self.account = account
         self.extra_env = dict(extra_env or {})
-        self.launcher_choice: LauncherKind = launcher
+        self.launcher_choice: LaunchKind = launcher
         self.forkserver_policy: ForkserverPolicy = forkserver
-        self.max_workers = max_workers
         self.prewarm = prewarm
         self.init_timeout_s = init_timeout_s
-        self.log_limit = log_limit
         self.on_reload = on_reload
-        self.on_answer = on_answer
         self.generation = 0
         self.last_reload_at: float | None = None
         self.last_reload_reason: str | None = None
         self.last_reload_error: ReloadError | None = None
-        self.invocations = 0
         self._real_env: dict[str, str] = {}
-        self._slots: list[_Slot] = []
-        self._queue = asyncio.Semaphore(max_workers)
-        self._launcher: Launcher = SubprocessLauncher()
-        self._spawn_note: str | None = None
-        self._old_launchers: list[Launcher] = []
-        self._launcher_generation = 0  # per_generation: the generation the forkserver was started for
-        self._restart_lock = asyncio.Lock()
+        self.pool = WorkerPool(
+            function,
+            region=region,
+            account=account,
+            max_workers=max_workers,
+            extra_env=self._worker_env(),
+            init_timeout_s=init_timeout_s,
+            log_limit=log_limit,
+            measure_memory=False,  # nothing on the dev server reports it
+        )
+        self._old_launchers: list[Launcher] = []  # replaced, retired: closed with the runner
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._stops: set[asyncio.Task[None]] = set()  # workers being stopped: awaited, never cancelled
         self._warm: dict[int, asyncio.Task[Any]] = {}  # the warm worker's init watch, current generation
         self._announced: tuple[int, str | None] | None = None
         self._start_task: asyncio.Task[None] | None = None
@@ -213,19 +169,6 @@ class FunctionRunner:
         env = {**self._real_env, **self.function.environment}
         return dataclasses.replace(self.function, environment=env)
 
-    @property
-    def launcher_kind(self) -> str:
-        """How new workers start: "fork" or "spawn"."""
-        launcher = self._launcher
-        return launcher.kind if isinstance(launcher, ForkLauncher) else "spawn"
-
-    @property
-    def launcher_note(self) -> str | None:
-        launcher = self._launcher
-        if isinstance(launcher, ForkLauncher):
-            return launcher.note
-        return self._spawn_note
-
     def _worker_env(self) -> dict[str, str]:
         return {**WORKER_ENV, **self.extra_env}
 
@@ -239,10 +182,17 @@ class FunctionRunner:
 
     def _make_launcher(self) -> Launcher:
         if self.launcher_choice == "spawn":
-            self._spawn_note = "launcher = spawn: a fresh interpreter per worker"
-            return SubprocessLauncher()
+            return SubprocessLauncher(note="launcher = spawn: a fresh interpreter per worker")
         function = self.function
         return ForkLauncher(function.python, function.source, function.handler, self._forkserver_env())
+
+    def _new_launcher(self) -> None:
+        """Workers start with a fresh launcher from now on; the old one's workers drain."""
+        old = self.pool.launcher
+        old.retire()
+        self._old_launchers.append(old)
+        self.pool.launcher = launcher = self._make_launcher()
+        self._spawn(launcher.start())
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -256,18 +206,19 @@ class FunctionRunner:
         if self._closed:
             return
         self.generation = 1
+        self.pool.set_generation(1)
         problem = await self._runtime_problem()
+        if self._closed:
+            return
         if problem is not None:  # no worker can start: say why once, and answer every invocation so
             self._set_result(1, ReloadError(1, RUNTIME_MISSING, problem, "", time.time()))
             return
-        self._launcher = launcher = self._make_launcher()
-        self._launcher_generation = 1
+        self.pool.launcher = launcher = self._make_launcher()
         if self.prewarm:
-            self._prewarm(1)
-        if isinstance(launcher, ForkLauncher):
-            await launcher.start()
-            if self._closed:  # closed while it started
-                await launcher.close()
+            self._prewarm()
+        await launcher.start()
+        if self._closed:  # closed while it started
+            await launcher.close()
 
     async def _runtime_problem(self) -> str | None:
         """Why no worker can start: the function's own venv (no `python` key) cannot be made, or its
@@ -280,14 +231,11 @@ class FunctionRunner:
     async def close(self) -> None:
         """Stop every worker (running invocations end as crashed) and the forkservers."""
         self._closed = True
-        # The forkservers first: that kills their children, and a start still in progress ends.
-        launchers = [self._launcher, *self._old_launchers]
+        # The launchers first: a forkserver's end kills its children, and a start in progress ends.
+        launchers = [self.pool.launcher, *self._old_launchers]
         self._old_launchers = []
-        await asyncio.gather(
-            *(lc.close() for lc in launchers if isinstance(lc, ForkLauncher)), return_exceptions=True
-        )
-        slots, self._slots = self._slots, []
-        await asyncio.gather(*(self._stop_slot(s) for s in slots), *self._stops, return_exceptions=True)
+        await asyncio.gather(*(lc.close() for lc in launchers), return_exceptions=True)
+        await self.pool.close()
         if self._start_task is not None:
             with contextlib.suppress(BaseException):
                 await self._start_task
@@ -297,7 +245,7 @@ class FunctionRunner:
 
     # -- invoking ------------------------------------------------------------------------------
 
-    async def invoke(self, request: InvocationRequest) -> RunOutcome:
+    async def invoke(self, request: InvocationRequest) -> InvocationOutcome:
         """Run one invocation on the current generation's code."""
         if self._closed:
             raise RunnerClosed(f"the runner of {self.name} is shut down")
@@ -307,118 +255,30 @@ class FunctionRunner:
         python = self.function.python
         problem = None if runtime_known_good(python) else await self._runtime_problem()
         if problem is not None:
-            return RunOutcome(
-                request_id=request.request_id,
-                status="init_error",
-                payload=error_payload(RUNTIME_MISSING, problem),
-                error_type=RUNTIME_MISSING,
-                logs="",
-                duration_ms=0.0,
-                init_duration_ms=None,
-                worker_id="",
-                cold=True,
-                generation=self.generation,
-            )
-        async with self._queue:
-            if self._closed:
-                raise RunnerClosed(f"the runner of {self.name} is shut down")
-            generation = self.generation
-            slot = self._take(generation) or self._new_slot(generation)
-            slot.reserved = True
-            self.invocations += 1
-            try:
-                assert slot.started is not None
-                if not slot.started.done():
-                    await asyncio.shield(slot.started)
-                if slot.start_error is not None:
-                    outcome = launch_failure(request, slot.worker, slot.start_error)
-                else:
-                    outcome = await slot.worker.invoke(request)
-            finally:
-                slot.reserved = False
-                self._settle(slot)
-        self._learn(slot, outcome)
-        return RunOutcome(**vars(outcome), generation=slot.generation, launcher=slot.kind)
-
-    def _take(self, generation: int) -> _Slot | None:
-        """The current generation's most recently used idle worker, else one still starting."""
-        self._prune()
-        mine = [s for s in self._slots if s.generation == generation and s.usable]
-        idle = [s for s in mine if s.worker.state == "idle"]
-        if idle:
-            return max(idle, key=lambda s: s.worker.idle_since)
-        return mine[0] if mine else None
-
-    def _new_slot(self, generation: int) -> _Slot:
-        worker = Worker(
-            self.effective_function,
-            launcher=self._launcher,
-            region=self.region,
-            account=self.account,
-            extra_env=self._worker_env(),
-            init_timeout_s=self.init_timeout_s,
-            log_limit=self.log_limit,
-            worker_id=f"{self.name}-g{generation}-{next(_ids)}",
-            measure_memory=False,  # nothing on the dev server reports it
-            on_answer=self.on_answer,
-        )
-        slot = _Slot(worker, generation, self._launcher)
-        slot.started = asyncio.ensure_future(self._start_slot(slot))
-        self._slots.append(slot)
-        return slot
-
-    async def _start_slot(self, slot: _Slot) -> None:
+            return env_failure(request, problem, self.generation)
         try:
-            if self.forkserver_policy == "per_generation" and isinstance(slot.launcher, ForkLauncher):
-                async with self._restart_lock:
-                    if self._launcher_generation < slot.generation:
-                        self._launcher_generation = slot.generation
-                        await slot.launcher.restart(f"generation {slot.generation}")
-            await slot.worker.start()
-        except OSError as exc:
-            slot.start_error = exc
+            outcome = await self.pool.invoke(request)
+        except PoolClosed:
+            raise RunnerClosed(f"the runner of {self.name} is shut down") from None
+        self._learn(outcome)
+        return outcome
 
-    def _settle(self, slot: _Slot) -> None:
-        """After an invocation: keep the worker warm, or let it go (dead, or of an old generation)."""
-        if slot.start_error is not None or not slot.worker.alive or slot.generation != self.generation:
-            self._remove(slot)
-
-    def _prune(self) -> None:
-        for slot in list(self._slots):
-            if slot.reserved:
-                continue
-            if slot.start_error is not None or slot.worker.state == "dead":
-                self._remove(slot)
-
-    def _remove(self, slot: _Slot) -> None:
-        if slot in self._slots:
-            self._slots.remove(slot)
-            task = asyncio.ensure_future(self._stop_slot(slot))
-            self._stops.add(task)
-            task.add_done_callback(self._stops.discard)
-        self._retire_launchers()
-
-    async def _stop_slot(self, slot: _Slot) -> None:
-        if slot.started is not None:
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(slot.started)  # never stop a worker half-started: it would leak
-        await slot.worker.stop()
+    def _learn(self, outcome: InvocationOutcome) -> None:
+        """A cold start of the current code tells whether it loads."""
+        generation = outcome.generation
+        if generation != self.generation or not outcome.cold:
+            return
+        if outcome.status == "init_error":
+            error_type = outcome.error_type or "Runtime.Unknown"
+            self._set_result(generation, _reload_error(generation, outcome.value, error_type))
+        elif outcome.status in ("ok", "handler_error") or outcome.init_duration_ms is not None:
+            self._set_result(generation, None)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    def _learn(self, slot: _Slot, outcome: InvocationOutcome) -> None:
-        """A cold start of the current code tells whether it loads."""
-        if slot.generation != self.generation or not outcome.cold:
-            return
-        if outcome.status == "init_error":
-            error_type = outcome.error_type or "Runtime.Unknown"
-            self._set_result(slot.generation, _reload_error(slot.generation, outcome.payload, error_type))
-        elif outcome.status in ("ok", "handler_error") or slot.worker.init_duration_ms is not None:
-            self._set_result(slot.generation, None)
 
     # -- generations ---------------------------------------------------------------------------
 
@@ -435,38 +295,35 @@ class FunctionRunner:
         generation = self.generation
         self.last_reload_at = time.time()
         self.last_reload_reason = reason
-        for slot in list(self._slots):
-            if slot.generation < generation and not slot.reserved:
-                self._remove(slot)  # idle (or starting for nobody): gone now; busy ones drain
+        if self.forkserver_policy == "per_generation":
+            self.pool.launcher.restart(f"generation {generation}")
+        self.pool.set_generation(generation)  # idle workers of older code go now; busy ones drain
         if self.prewarm:
-            self._prewarm(generation)
+            self._prewarm()
         return generation
 
-    def _prewarm(self, generation: int) -> None:
-        slot = self._new_slot(generation)
-        task = self._spawn(self._watch_warm(slot))
-        self._warm = {generation: task}
+    def _prewarm(self) -> None:
+        task = self._spawn(self._watch_warm(self.pool.prewarm()))
+        self._warm = {self.generation: task}
 
-    async def _watch_warm(self, slot: _Slot) -> None:
+    async def _watch_warm(self, warm: asyncio.Future[Worker]) -> None:
         """Wait for the warm worker's init and record whether the generation's code loads."""
-        assert slot.started is not None
-        await asyncio.shield(slot.started)
-        if slot.start_error is not None:
-            exc = slot.start_error
+        worker = await asyncio.shield(warm)
+        generation = worker.generation
+        if worker.launch_error is not None:
+            exc = worker.launch_error
             error: ReloadError | None = ReloadError(
-                slot.generation,
+                generation,
                 "Runtime.InvalidEntrypoint",
                 f"cannot start {self.function.python}: {exc.strerror or exc}",
                 "",
                 time.time(),
             )
-        elif await slot.worker.wait_ready(self.init_timeout_s) or slot.worker.init_duration_ms is not None:
+        elif worker.init_duration_ms is not None:  # it asked for work: the code loaded
             error = None
         else:
-            error = _init_error(slot.worker, slot.generation, self.init_timeout_s)
-            if not slot.reserved:
-                self._prune()
-        self._set_result(slot.generation, error)
+            error = _init_error(worker, generation, self.init_timeout_s)
+        self._set_result(generation, error)
 
     def _set_result(self, generation: int, error: ReloadError | None) -> None:
         if generation != self.generation:
@@ -516,8 +373,8 @@ class FunctionRunner:
         if env == self._real_env:
             return False
         self._real_env = env
-        if isinstance(self._launcher, ForkLauncher):
-            self._launcher.set_env(self._forkserver_env())
+        self.pool.function = self.effective_function
+        self.pool.launcher.set_environment(self._forkserver_env())
         if self._start_task is not None:
             self.reload("environment")
         return True
@@ -528,16 +385,14 @@ class FunctionRunner:
             return False
         old = self.function
         self.function = function
+        self.pool.function = self.effective_function
         if self._start_task is None:
             return True
         where = (function.python, function.source, function.handler)
-        code_moved = (old.python, old.source, old.handler) != where
-        if code_moved and isinstance(self._launcher, ForkLauncher):
-            self._old_launchers.append(self._launcher)
-            self._launcher = self._make_launcher()
-            self._spawn(self._launcher.start())  # type: ignore[union-attr]
-        elif isinstance(self._launcher, ForkLauncher):
-            self._launcher.set_env(self._forkserver_env())
+        if (old.python, old.source, old.handler) != where:
+            self._new_launcher()  # a forkserver serves one interpreter, directory and handler
+        else:
+            self.pool.launcher.set_environment(self._forkserver_env())
         self.reload("configuration")
         return True
 
@@ -547,82 +402,64 @@ class FunctionRunner:
         if self._closed or self._start_task is None:
             return None
         if self.launcher_choice == "fork":  # (also when none started: the environment was missing)
-            if isinstance(self._launcher, ForkLauncher):
-                self._old_launchers.append(self._launcher)
-            self._launcher = self._make_launcher()
-            self._spawn(self._launcher.start())  # type: ignore[union-attr]
+            self._new_launcher()
         return self.reload("environment reinstalled")
-
-    def _retire_launchers(self) -> None:
-        for launcher in list(self._old_launchers):
-            if not any(s.launcher is launcher for s in self._slots):
-                self._old_launchers.remove(launcher)
-                if isinstance(launcher, ForkLauncher):
-                    self._spawn(launcher.close())
 
     # -- status --------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> FunctionStatus:
         """For the dashboard's Functions panel."""
         function = self.effective_function
-        launcher = self._launcher
-        python = None
-        if isinstance(launcher, ForkLauncher) and launcher.server is not None:
-            python = launcher.server.info.get("python")
+        launcher = self.pool.launcher
+        forkserver = launcher.info()
         error = self.last_reload_error
-        workers = []
-        for slot in self._slots:
-            state = slot.worker.state
-            if state == "dead":
-                continue
-            if slot.generation != self.generation:
-                shown = "draining"
-            elif state in ("new", "starting"):
-                shown = "starting"
-            elif state == "busy":
-                shown = "busy"
-            else:
-                shown = "idle"
-            workers.append(
-                {
-                    "id": slot.worker.id,
-                    "pid": slot.worker.pid,
-                    "state": shown,
-                    "generation": slot.generation,
-                    "invocations": slot.worker.invocations,
-                    "launcher": slot.kind,
-                    "cold_start_ms": slot.worker.init_duration_ms,
-                }
-            )
-        return {
-            "name": function.name,
-            "handler": function.handler,
-            "source": str(function.source),
-            "python": python or interpreter_version(function.python),
-            "python_path": str(function.python),
-            "timeout": function.timeout,
-            "memory_mb": function.memory,
-            "environment": dict(function.environment),
-            "generation": self.generation,
-            "last_reload_at": self.last_reload_at,
-            "last_reload_reason": self.last_reload_reason,
-            "last_reload_error": error.text() if error else None,
-            "last_reload_error_summary": error.summary if error else None,
-            "last_reload_error_type": error.error_type if error else None,
-            "error": error.summary if error else None,
-            "invocations": self.invocations,
-            "launcher": self.launcher_kind,
-            "launcher_note": self.launcher_note,
-            "forkserver": launcher.info() if isinstance(launcher, ForkLauncher) else None,
-            "workers": workers,
-        }
+        return FunctionStatus(
+            name=function.name,
+            handler=function.handler,
+            source=str(function.source),
+            python=(forkserver.python if forkserver else None) or interpreter_version(function.python),
+            python_path=str(function.python),
+            timeout=function.timeout,
+            memory_mb=function.memory,
+            environment=dict(function.environment),
+            generation=self.generation,
+            last_reload_at=self.last_reload_at,
+            last_reload_reason=self.last_reload_reason,
+            last_reload_error=error.text() if error else None,
+            last_reload_error_summary=error.summary if error else None,
+            last_reload_error_type=error.error_type if error else None,
+            error=error.summary if error else None,
+            invocations=self.pool.invocations,
+            launcher=launcher.kind,
+            launcher_note=launcher.note,
+            forkserver=forkserver,
+            workers=tuple(self._worker_status(w) for w in self.pool.workers if w.state != "dead"),
+        )
+
+    def _worker_status(self, worker: Worker) -> WorkerStatus:
+        state = worker.state
+        shown: Literal["starting", "idle", "busy", "draining"]
+        if worker.generation != self.generation:
+            shown = "draining"
+        elif state in ("new", "starting"):
+            shown = "starting"
+        elif state == "busy":
+            shown = "busy"
+        else:
+            shown = "idle"
+        return WorkerStatus(
+            id=worker.id,
+            pid=worker.pid,
+            state=shown,
+            generation=worker.generation,
+            invocations=worker.invocations,
+            launcher=worker.launch_kind,
+            cold_start_ms=worker.init_duration_ms,
+        )
 
 
-def _reload_error(generation: int, payload: bytes, error_type: str) -> ReloadError:
-    try:
-        body = json.loads(payload)
-    except ValueError:
-        body = {}
+def _reload_error(generation: int, body: Any, error_type: str) -> ReloadError:
+    """From Lambda's error JSON, parsed."""
     if not isinstance(body, dict):
         body = {}
     message = str(body.get("errorMessage") or "")
@@ -634,11 +471,13 @@ def _reload_error(generation: int, payload: bytes, error_type: str) -> ReloadErr
 def _init_error(worker: Worker, generation: int, init_timeout_s: float) -> ReloadError:
     failure = worker.init_failure
     if failure is not None:
-        body, error_type = failure
+        payload, error_type = failure
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            body = None
         return _reload_error(generation, body, error_type or "Runtime.Unknown")
     if worker.returncode is not None:
-        from devserver.runtime.invocation import describe_exit
-
         return ReloadError(
             generation,
             "Runtime.ExitError",
@@ -699,7 +538,7 @@ class Runner:
         self._started = True
         await asyncio.gather(*(fr.start() for fr in self.functions.values()))
 
-    async def invoke(self, function_name: str, request: InvocationRequest) -> RunOutcome:
+    async def invoke(self, function_name: str, request: InvocationRequest) -> InvocationOutcome:
         if self._closed:
             raise RunnerClosed("the runner is shut down")
         return await self.function(function_name).invoke(request)
@@ -736,7 +575,7 @@ class Runner:
                 changes["changed"].append(name)
         return changes
 
-    def status(self) -> list[dict[str, Any]]:
+    def status(self) -> list[FunctionStatus]:
         return [fr.status() for fr in self.functions.values()]
 
     async def close(self) -> None:

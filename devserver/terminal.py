@@ -52,7 +52,7 @@ class Terminal:
         paint = self._paint
         when = self._time_of_day(record.started_at)
         duration = "" if record.duration_ms is None else f"{record.duration_ms:8.1f} ms"
-        tags = []
+        tags: list[str] = []
         if record.source != "live":
             tags.append(record.source)
         if record.cold:

@@ -8,12 +8,12 @@ import errno
 import socket
 from pathlib import Path
 
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import CallerFault
 
 USAGE_EXIT = 2
 
 
-class UsageError(LivelambdaError):
+class UsageError(CallerFault):
     """The command line asks for something that cannot work (a missing directory, a port in use...)."""
 
     error_type = "Livelambda.UsageError"

@@ -33,15 +33,14 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .appsync.frames import compact_json, json_string
 from .errors import LocalProtocolError, RemoteProtocolError
+from .wire import compact_json, envelope_event, envelope_signed_head
 
 ENVELOPE_VERSION = 1
 MAX_EVENT_BYTES = 240 * 1024  # AppSync's limit for one event
 EVENT_BUDGET_BYTES = 200_000  # what encode() targets per event (UTF-8 bytes, everything included)
 MAX_MESSAGE_BYTES = 7 * 1024 * 1024  # largest body, as UTF-8 JSON bytes before compression
 MAX_CHUNKS = 1024
-MAX_PUBLISH_EVENTS = 5  # AppSync's limit for one publish
 # compress=None compresses bodies larger than this, when it helps. Not 1 KB: a body of a few KB fits
 # one event and one TCP window either way, so zlib + base64 (~30 us a message each side) bought nothing
 # but CPU on the live path; above ~4 KB it saves wire time on a real uplink, and events above 200 KB.
@@ -93,11 +92,6 @@ def new_id() -> str:
     return os.urandom(16).hex()
 
 
-def new_secret() -> bytes:
-    """A fresh per-session HMAC secret (32 random bytes)."""
-    return os.urandom(32)
-
-
 @dataclass(frozen=True)
 class Message:
     kind: str  # "invoke", "ack", "heartbeat", "result", "error", "hello", ...: [a-z_]{1,32}
@@ -137,14 +131,11 @@ def _mac(secret: bytes, fields: dict[str, Any], *, checked: bool = False) -> str
 
     The head is a JSON array (ASCII, no raw newline) of the fixed fields, so `head + "\\n" + data`
     is unambiguous; data is hashed as sent (before base64 or JSON decoding). `checked`: the ids and
-    kind passed `_check_ids` (no quote or backslash), so the sender writes the array by hand; a
-    receiver has not checked them yet and lets json.dumps write it.
+    kind passed `_check_ids` (no quote or backslash), so the sender writes the array by hand (wire.py);
+    a receiver has not checked them yet and lets json.dumps write it.
     """
     if checked:
-        f = fields
-        head = (f'[{f["livelambda"]},"{f["kind"]}","{f["session"]}","{f["invocation_id"]}",'
-                f'"{f["sandbox_id"]}","{f["message_id"]}",{f["chunk"]},{f["chunks"]},{f["ts_ms"]},'
-                f'"{f["codec"]}"]').encode("ascii")
+        head = envelope_signed_head(fields)
     else:
         head = json.dumps([fields[k] for k in _SIGNED_HEAD], separators=_COMPACT).encode("ascii")
     # One call into OpenSSL (hmac.new() and three updates are eight Python calls, on every message).
@@ -276,21 +267,9 @@ def encode(message: Message, secret: bytes, now_ms: int, *, compress: bool | Non
 
 
 def _event(fields: dict[str, Any], secret: bytes) -> str:
-    """One chunk's JSON, signed. The ids are checked (printable ASCII without quote or backslash)
-    and the kind is [a-z_], so only `data` needs JSON escaping: built by hand, it is what
-    json.dumps(fields, ensure_ascii=False, separators=(",", ":")) gives, at a third of the cost."""
-    f, mac = fields, _mac(secret, fields, checked=True)
-    return (f'{{"livelambda":{f["livelambda"]},"kind":"{f["kind"]}","session":"{f["session"]}",'
-            f'"invocation_id":"{f["invocation_id"]}","sandbox_id":"{f["sandbox_id"]}",'
-            f'"message_id":"{f["message_id"]}","chunk":{f["chunk"]},"chunks":{f["chunks"]},'
-            f'"ts_ms":{f["ts_ms"]},"codec":"{f["codec"]}","data":{json_string(f["data"])},"mac":"{mac}"}}')
-
-
-def batches(events: list[str], size: int = MAX_PUBLISH_EVENTS) -> list[list[str]]:
-    """Split events into publishes of at most `size` (AppSync allows 5 a publish)."""
-    if not 1 <= size <= MAX_PUBLISH_EVENTS:
-        raise ValueError(f"batch size must be 1..{MAX_PUBLISH_EVENTS}, not {size}")
-    return [events[i:i + size] for i in range(0, len(events), size)]
+    """One chunk's JSON, signed. Its ids and kind are checked (printable ASCII without quote or
+    backslash), which wire.envelope_event needs: only `data` is escaped."""
+    return envelope_event(fields, _mac(secret, fields, checked=True))
 
 
 def _parse(event: str | dict) -> dict[str, Any]:
@@ -363,20 +342,11 @@ class Reassembler:
         self.max_pending_bytes = max_pending_bytes
         self.rejected: Counter[str] = Counter()
         self.duplicates = 0
-        self.completed = 0
         self.recent_rejections: deque[tuple[int, str, str]] = deque(maxlen=50)
         self._secret = secret
         self._pending: dict[str, _Partial] = {}
         self._pending_bytes = 0
         self._done: dict[str, int] = {}  # message_id -> forget after (ms); insertion ~ completion order
-
-    @property
-    def pending_messages(self) -> int:
-        return len(self._pending)
-
-    @property
-    def pending_bytes(self) -> int:
-        return self._pending_bytes
 
     def feed(self, event: str | dict, now_ms: int) -> Message | None:
         """Accept one AppSync event (its JSON string or decoded dict) received at `now_ms`.
@@ -482,7 +452,6 @@ class Reassembler:
         # Remember it until it would be stale anyway, so a replay is caught whatever the window.
         self._done[f["message_id"]] = max(now_ms + self.replay_window_ms, f["ts_ms"] + self.max_skew_ms + 1)
         body = _decode_body(f["codec"], data)
-        self.completed += 1
         return Message(kind=f["kind"], session=f["session"], invocation_id=f["invocation_id"],
                        sandbox_id=f["sandbox_id"], body=body, message_id=f["message_id"], ts_ms=f["ts_ms"])
 

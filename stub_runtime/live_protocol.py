@@ -1,4 +1,7 @@
-"""The live-mode conversation between the stub (in Lambda) and the dev server, in one place.
+"""The live-mode conversation between the stub (in Lambda) and the dev server: its channels, message
+kinds and timings. The two halves that speak it are sans-I/O objects: the stub's in
+stub_runtime/conversation.py (driven by sandbox.py), the dev server's in devserver/live/conversation.py
+(driven by devserver/bridge.py); their docstrings give the rules, tests/test_conversation_*.py prove them.
 
 Channels (scoped to one live session so two developers never see each other's invocations; the
 namespace is `livelambda` with `livelambda cloud`, and one of the session's own with `aws up`,
@@ -10,9 +13,13 @@ An invocation: the stub publishes `invoke`; the dev server answers with its `res
 the end of the handler's output, when it printed anything: the stub prints it, so that it lands in the
 function's log, CloudWatch, and the caller's log tail, as the handler's own output would). If the handler
 is still running after ACK_DELAY_S it sends an `ack` first, then a `heartbeat` every
-HEARTBEAT_INTERVAL_S until the `result`. The stub asks again now and then until it hears anything.
-A redelivered `invoke` is acknowledged again and, if already finished, answered with the same
-`result`: the handler runs at most once per invocation id.
+HEARTBEAT_INTERVAL_S until the `result`. The stub asks again now and then until it hears anything,
+and after a reconnect. A redelivered `invoke` is acknowledged again and, if already finished, answered
+with the same `result`: the handler runs at most once per invocation id. An `invoke` the dev server
+will not run (its deadline passed on the way, or it ran before the dev server restarted) is answered
+with `reject` (`{"message": why}`): the stub ends the invocation at once with `Livelambda.Rejected`
+instead of waiting out its ack timeout. Like every message it is signed with the session's secret, so
+only the dev server can end an invocation that way.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ says what happened and what to do.
 
 from __future__ import annotations
 
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import CallerFault, ConnectionFault, DevServerFault, HandlerFault, LivelambdaError
 
 
-class DevServerNotRunning(LivelambdaError):
+class DevServerNotRunning(DevServerFault):
     error_type = "Livelambda.DevServerNotRunning"
 
     def __init__(self, session: str, waited_s: float) -> None:
@@ -20,7 +20,7 @@ class DevServerNotRunning(LivelambdaError):
         )
 
 
-class DevServerLost(LivelambdaError):
+class DevServerLost(DevServerFault):
     error_type = "Livelambda.DevServerLost"
 
     def __init__(self, request_id: str, silent_s: float) -> None:
@@ -31,7 +31,7 @@ class DevServerLost(LivelambdaError):
         )
 
 
-class EndpointUnreachable(LivelambdaError):
+class EndpointUnreachable(ConnectionFault):
     error_type = "Livelambda.EndpointUnreachable"
 
     def __init__(self, endpoint: str, detail: str, *, in_vpc: bool = False, vpc_detail: str = "") -> None:
@@ -48,7 +48,7 @@ class EndpointUnreachable(LivelambdaError):
         super().__init__(message)
 
 
-class AppSyncRejected(LivelambdaError):
+class AppSyncRejected(CallerFault):
     error_type = "Livelambda.AppSyncRejected"
 
     def __init__(self, endpoint: str, detail: str) -> None:
@@ -58,7 +58,7 @@ class AppSyncRejected(LivelambdaError):
         )
 
 
-class DeadlineExceeded(LivelambdaError):
+class DeadlineExceeded(HandlerFault):
     error_type = "Livelambda.DeadlineExceeded"
 
     def __init__(self, request_id: str, timeout_s: float) -> None:
@@ -68,7 +68,7 @@ class DeadlineExceeded(LivelambdaError):
         )
 
 
-class Rejected(LivelambdaError):
+class Rejected(DevServerFault):
     error_type = "Livelambda.Rejected"
 
 
@@ -78,8 +78,8 @@ MAY_HAVE_RUN = (
     " The invocation had already been sent to the dev server, so the handler may have run there; "
     "check the terminal running `livelambda dev` (or its dashboard) before retrying."
 )
-# These say it in their own words already.
-_SAYS_IT = (DevServerLost, DeadlineExceeded, Rejected)
+# These say it in their own words already (a handler's fault: it ran; its error is its own).
+_SAYS_IT = (HandlerFault, DevServerLost, Rejected)
 
 
 def after_sending(exc: LivelambdaError) -> LivelambdaError:

@@ -5,7 +5,6 @@ once — with the dev server's outcome or a typed livelambda error — before th
 from __future__ import annotations
 
 import logging
-import math
 import os
 import platform
 import sys
@@ -20,24 +19,17 @@ from stub_runtime.appsync.blocking import BlockingConnection, OnDemandConnection
 from stub_runtime.appsync.errors import AppSyncConnectionError, ClientClosed, ConnectGiveUp, ConnectionLost
 from stub_runtime.appsync.frames import AppSyncServiceError
 from stub_runtime.appsync.publishing import HttpPublisher
+from stub_runtime.conversation import Failed, Invocation, StubConversation
 from stub_runtime.envelope import EnvelopeRejected, Message, Reassembler, encode, new_id
-from stub_runtime.errors import LivelambdaError, RemoteProtocolError
-from stub_runtime.outcomes import (
-    AppSyncRejected,
-    DeadlineExceeded,
-    DevServerLost,
-    DevServerNotRunning,
-    EndpointUnreachable,
-    Rejected,
-    after_sending,
-)
+from stub_runtime.errors import HandlerFault, LivelambdaError
+from stub_runtime.outcomes import AppSyncRejected, EndpointUnreachable
 from stub_runtime.reconnect import PolicyConfig, ReconnectPolicy
 from stub_runtime.settings import StubSettings
 
 log = logging.getLogger("livelambda.stub")
 
 
-class HandlerError(Exception):
+class HandlerError(HandlerFault):
     """The handler failed on the developer's machine; carries Lambda's three error fields as-is."""
 
     def __init__(self, error_type: str, message: str, stack_trace: list[str]) -> None:
@@ -87,97 +79,63 @@ class Sandbox:
             factory, ReconnectPolicy(PolicyConfig(mode="on_demand")), clock=clock, sleep=sleep
         )
         self.reassembler = Reassembler(settings.secret, settings.session)
+        self.conversation = StubConversation(
+            settings.session,
+            self.id,
+            ack_timeout_s=settings.ack_timeout_s,
+            silence_timeout_s=settings.silence_timeout_s,
+        )
         self.hello_sent = False
-        self._handed_over = False  # this invocation may have reached the dev server
         self.invocations = 0
         self._subscribed: BlockingConnection | None = None
 
     # ------------------------------------------------------------------ the Lambda-facing entry
     def invoke(self, event: Any, context: Any) -> Any:
-        """Forward one invocation; return the handler's result or raise its error / ours."""
+        """Forward one invocation; return the handler's result or raise its error / ours. The
+        conversation (stub_runtime/conversation.py) decides; this moves its messages and waits."""
         self.invocations += 1
         s = self.settings
         remaining_s = context.get_remaining_time_in_millis() / 1000
         start = self.clock()
-        deadline = start + remaining_s - s.deadline_margin_s
         deadline_ms = int(self.wall() * 1000 + remaining_s * 1000)
-        request_id = context.aws_request_id
         ctx = lp.context_to_dict(context, deadline_ms, int(remaining_s * 1000))
         body: dict[str, Any] = {"event": event, "context": ctx}
         if s.function:
             body["function"] = s.function
         if not self.hello_sent:
             body["hello"] = hello(context, self.invocations)
-        self._handed_over = False
+        invocation = Invocation(
+            context.aws_request_id, body, start + remaining_s - s.deadline_margin_s, remaining_s
+        )
+        conv = self.conversation
+        request: Message | None = conv.start(invocation, start)
         try:
-            return self._converse(request_id, body, deadline, start, remaining_s)
+            while (outcome := conv.outcome) is None:
+                if request is not None:
+                    self._send(request, invocation.deadline)
+                    self.hello_sent = True
+                try:
+                    item = self._next_message(conv.next_deadline())
+                except (ConnectionLost, ClientClosed):
+                    # The socket died under us: the invocation goes out again on a new connection.
+                    self.connection.lost()
+                    conv.connection_lost(self.clock())
+                else:
+                    if item is None:
+                        conv.wake(self.clock())
+                    else:
+                        conv.receive(item, self.clock())
+                request = conv.request_to_send()
         except LivelambdaError as exc:
-            if self._handed_over:
-                raise after_sending(exc) from None
-            raise
+            raise conv.failed(exc) from None
         finally:
             self.connection.end_demand()
+        if isinstance(outcome, Failed):
+            raise outcome.error
+        return _result(outcome.body)
 
-    def _converse(
-        self, request_id: str, body: dict[str, Any], deadline: float, start: float, remaining_s: float
-    ) -> Any:
-        """Send the invocation and wait for its outcome (acks and heartbeats keep it alive)."""
-        s = self.settings
-        events = self._send(request_id, body, deadline)
-        self.hello_sent = True
-        acked = False
-        ack_by = self.clock() + s.ack_timeout_s
-        # Until acknowledged, ask again now and then: a dev server that was reconnecting when
-        # the first copy went out gets the next one (it runs each request id at most once).
-        # Only a one-event invocation: a large one may still be in transit, and sending its
-        # megabytes again would only add to the queue.
-        resend_every = s.ack_timeout_s / 4 if events == 1 else math.inf
-        resend_at = self.clock() + resend_every
-        last_heard = self.clock()
-        while True:
-            now = self.clock()
-            if not acked and now >= resend_at and now < ack_by:
-                ack_by = self._ask_again(request_id, body, deadline, ack_by)
-                resend_at = self.clock() + resend_every
-                continue
-            waiting_for = min(ack_by, resend_at) if not acked else last_heard + s.silence_timeout_s
-            try:
-                item = self._next_message(request_id, min(deadline, waiting_for))
-            except (ConnectionLost, ClientClosed):
-                # The socket died under us: a new connection, and the invocation asked again
-                # (a fresh message id; the dev server runs each request id at most once).
-                self.connection.lost()
-                ack_by = self._ask_again(request_id, body, deadline, ack_by)
-                continue
-            if item is None:
-                if not acked and self.clock() < min(ack_by, deadline):
-                    continue  # time to ask again
-                if not acked:
-                    raise DevServerNotRunning(s.session, self.clock() - start)
-                if self.clock() >= deadline:
-                    raise DeadlineExceeded(request_id, remaining_s)
-                raise DevServerLost(request_id, s.silence_timeout_s)
-            last_heard = self.clock()
-            if item.kind in (lp.ACK, lp.HEARTBEAT):
-                acked = True
-            elif item.kind == lp.RESULT:
-                return _outcome(item.body)
-            elif item.kind == lp.REJECT:
-                raise Rejected(str(item.body.get("message", "the dev server refused the invocation")))
-
-    def _ask_again(self, request_id: str, body: dict[str, Any], deadline: float, ack_by: float) -> float:
-        """Send the invocation again; the time by which an ack must come. A copy that went out on a new
-        connection gets a whole ack timeout: an ack sent to the old one is lost with it, and an
-        AppSync blip is no sign that the dev server is not running (the chaos suite saw a dev server
-        reported "not running" while both were reconnecting)."""
-        before = self._subscribed
-        self._send(request_id, body, deadline)
-        if self._subscribed is not before:
-            ack_by = max(ack_by, self.clock() + self.settings.ack_timeout_s)
-        return ack_by
-
-    def _next_message(self, request_id: str, until: float) -> Message | None:
-        """The next message for this invocation, or None at `until`. Raises ConnectionLost."""
+    def _next_message(self, until: float) -> Message | None:
+        """The next message on this sandbox's channel, or None at `until`. Raises ConnectionLost."""
         conn = self._subscribed
         if conn is None or conn is not self.connection.connection:
             raise ConnectionLost("no subscribed connection")
@@ -190,20 +148,20 @@ class Sandbox:
             except EnvelopeRejected as exc:
                 log.warning("livelambda: dropped a message: %s", exc)
                 continue
-            if message is not None and message.sandbox_id == self.id and message.invocation_id == request_id:
+            if message is not None:
                 return message
 
     # ------------------------------------------------------------------ connection
-    def _send(self, request_id: str, body: dict[str, Any], deadline: float) -> int:
-        """Publish the invocation; how many events it took. A kept socket can turn out dead only when
-        written to (it broke while the sandbox was frozen): then one fresh connection, as the policy
-        allows."""
-        message = Message(lp.INVOKE, self.settings.session, request_id, self.id, body)
+    def _send(self, message: Message, deadline: float) -> None:
+        """Publish the invocation. A kept socket can turn out dead only when written to (it broke while
+        the sandbox was frozen): then one fresh connection, as the policy allows."""
+        conv = self.conversation
         events = encode(message, self.settings.secret, int(self.wall() * 1000))
         channel = lp.request_channel(self.settings.session, self.settings.namespace)
+        before = self._subscribed
         for attempt in (1, 2):
             conn = self._channel(deadline)
-            self._handed_over = True  # from here the dev server may receive it, whatever happens next
+            conv.publishing()  # from here the dev server may receive it, whatever happens next
             try:
                 result = conn.publish(channel, events, max(self.clock() + 0.01, deadline))
             except (ConnectionLost, ClientClosed):
@@ -212,8 +170,8 @@ class Sandbox:
                     raise
                 continue
             result.raise_for_failed()
-            return len(events)
-        raise AssertionError("unreachable")
+            conv.published(self.clock(), events=len(events), new_connection=conn is not before)
+            return
 
     def _channel(self, deadline: float) -> BlockingConnection:
         """An open connection subscribed to this sandbox's response channel."""
@@ -237,9 +195,8 @@ class Sandbox:
         return conn
 
 
-def _outcome(body: Any) -> Any:
-    if not isinstance(body, dict) or "status" not in body:
-        raise RemoteProtocolError(f"the dev server sent a result without a status: {body!r:.200}")
+def _result(body: dict[str, Any]) -> Any:
+    """The dev server's result as Lambda gives it: the response returned, the handler's error raised."""
     logs = body.get("logs")
     if isinstance(logs, str) and logs:  # the handler's output: into this function's log, as its own
         sys.stdout.write(logs if logs.endswith("\n") else logs + "\n")

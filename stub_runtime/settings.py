@@ -7,11 +7,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import CallerFault
 from stub_runtime.live_protocol import NAMESPACE
 
 
-class StubMisconfigured(LivelambdaError):
+class StubMisconfigured(CallerFault):
     error_type = "Livelambda.StubMisconfigured"
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
+import dataclasses
 import itertools
 import threading
 import time
@@ -23,41 +23,58 @@ from typing import Any, TypeVar
 import uvicorn
 from fastapi import FastAPI
 
-from devserver.dashboard import create_dashboard_router
+from devserver.dashboard import mount_dashboard
 from devserver.invocations import InvocationRecord, InvocationStore
+from devserver.status import ConnectionStatus, FunctionStatus, Rejection, WorkerStatus
 from devserver.triggers import guess_trigger
 
 T = TypeVar("T")
 
 
 class HarnessSources:
-    """A DashboardSources without a dev server: functions and connection are plain dicts the test
-    changes; a replay echoes its event back (`{"echo": event}`) unless the event asks to fail."""
+    """A DashboardSources without a dev server: functions and connection are snapshots the test
+    changes (`update_function`, `update_connection`); a replay echoes its event back
+    (`{"echo": event}`) unless the event asks to fail."""
 
     def __init__(self, keep: int = 500) -> None:
         self.store = InvocationStore(keep=keep)
         self.replays: list[tuple[str, Any]] = []
-        self._functions: list[dict[str, Any]] = [default_function()]
+        self._functions: list[FunctionStatus] = [default_function()]
         now = time.time()
-        self._connection: dict[str, Any] = {
-            "state": "connected",
-            "since": now - 90,
-            "endpoint": "wss://example.appsync-realtime-api.us-east-1.amazonaws.com/event/realtime",
-            "attempts": 0,
-            "failures": 0,
-            "next_retry_at": None,
-            "backoff_s": 0.0,
-            "last_frame_at": now - 4,
-            "rejected": {},
-            "recent_rejections": [],
-            "session": "dev-alice-3f9a",
-        }
+        self._connection = ConnectionStatus(
+            state="connected",
+            since=now - 90,
+            endpoint="wss://example.appsync-realtime-api.us-east-1.amazonaws.com/event/realtime",
+            session="dev-alice-3f9a",
+            attempts=0,
+            failures=0,
+            losses=0,
+            next_retry_at=None,
+            backoff_s=0.0,
+            last_error=None,
+            last_frame_at=now - 4,
+            rejected={},
+            duplicates=0,
+            duplicates_answered=0,
+            recent_rejections=(),
+        )
 
-    def functions(self) -> list[dict[str, Any]]:
-        return copy.deepcopy(self._functions)
+    def functions(self) -> list[FunctionStatus]:
+        return list(self._functions)
 
-    def connection(self) -> dict[str, Any]:
-        return copy.deepcopy(self._connection)
+    def connection(self) -> ConnectionStatus:
+        return self._connection
+
+    def update_function(self, index: int = 0, **fields: Any) -> None:
+        self._functions[index] = dataclasses.replace(self._functions[index], **fields)
+
+    def update_connection(self, **fields: Any) -> None:
+        """`recent_rejections` may be given as dicts."""
+        if "recent_rejections" in fields:
+            fields["recent_rejections"] = tuple(
+                r if isinstance(r, Rejection) else Rejection(**r) for r in fields["recent_rejections"]
+            )
+        self._connection = dataclasses.replace(self._connection, **fields)
 
     async def replay(self, invocation_id: str, event: Any | None) -> InvocationRecord:
         original = self.store.get(invocation_id)
@@ -93,22 +110,32 @@ class HarnessSources:
         return record
 
 
-def default_function(name: str = "hello") -> dict[str, Any]:
-    return {
-        "name": name,
-        "handler": "app.handler",
-        "source": "/home/alice/src/shop/functions/hello",
-        "python": "3.12.3",
-        "timeout": 30.0,
-        "workers": [
-            {"id": "w1", "pid": 41230, "state": "idle", "generation": 3, "cold_start_ms": 212.4},
-            {"id": "w2", "pid": 41311, "state": "busy", "generation": 3, "cold_start_ms": 6.1},
-        ],
-        "generation": 3,
-        "last_reload_at": time.time() - 42,
-        "last_reload_error": None,
-        "environment": {"TABLE_NAME": "orders-dev", "LOG_LEVEL": "debug", "STRIPE_API_KEY": "sk_test_51Hx"},
-    }
+def default_function(name: str = "hello") -> FunctionStatus:
+    return FunctionStatus(
+        name=name,
+        handler="app.handler",
+        source="/home/alice/src/shop/functions/hello",
+        python="3.12.3",
+        python_path="/home/alice/src/shop/.venv/bin/python",
+        timeout=30.0,
+        memory_mb=128,
+        environment={"TABLE_NAME": "orders-dev", "LOG_LEVEL": "debug", "STRIPE_API_KEY": "sk_test_51Hx"},
+        generation=3,
+        last_reload_at=time.time() - 42,
+        last_reload_reason="file saved",
+        last_reload_error=None,
+        last_reload_error_summary=None,
+        last_reload_error_type=None,
+        error=None,
+        invocations=12,
+        launcher="fork",
+        launcher_note=None,
+        forkserver=None,
+        workers=(
+            WorkerStatus("w1", 41230, "idle", 3, invocations=9, launcher="fork", cold_start_ms=212.4),
+            WorkerStatus("w2", 41311, "busy", 3, invocations=3, launcher="fork", cold_start_ms=6.1),
+        ),
+    )
 
 
 _counter = itertools.count(1)
@@ -159,9 +186,7 @@ class DashboardServer:
         self.sources = sources or HarnessSources()
         self.app = FastAPI(title="livelambda dashboard (test harness)", docs_url=None, redoc_url=None)
         self._stop = asyncio.Event()
-        self.app.include_router(
-            create_dashboard_router(self.sources, poll_interval_s=poll_interval_s, stop=self._stop)
-        )
+        mount_dashboard(self.app, self.sources, poll_interval_s=poll_interval_s, stop=self._stop)
         self.config = uvicorn.Config(
             self.app,
             host="127.0.0.1",
@@ -231,10 +256,10 @@ class DashboardServer:
         self.call(lambda: self.store.finish(record, **fields))
 
     def set_connection(self, **fields: Any) -> None:
-        self.call(lambda: self.sources._connection.update(fields))
+        self.call(lambda: self.sources.update_connection(**fields))
 
     def set_function(self, index: int = 0, **fields: Any) -> None:
-        self.call(lambda: self.sources._functions[index].update(fields))
+        self.call(lambda: self.sources.update_function(index, **fields))
 
 
 # -- sample data (for screenshots and for looking at the page by hand) ------------------------------

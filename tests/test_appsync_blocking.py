@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import select
 import signal
 import socket
 import ssl
@@ -27,6 +28,7 @@ from stub_runtime.appsync.errors import (
     OperationTimeout,
 )
 from stub_runtime.appsync.frames import MAX_EVENT_BYTES, AppSyncServiceError
+from stub_runtime.appsync.session import State
 from stub_runtime.errors import LocalProtocolError
 from stub_runtime.reconnect import PolicyConfig, ReconnectPolicy
 from tests.conftest import CloudProcess
@@ -53,13 +55,20 @@ def channel() -> str:
     return f"/livelambda/t{uuid.uuid4().hex[:12]}/x"
 
 
+def wait_readable(conn: BlockingConnection) -> None:
+    """Until something the server sent waits unread in the connection's socket."""
+    assert conn._sock is not None
+    readable, _, _ = select.select([conn._sock], [], [], WAIT_S)
+    assert readable, "nothing came from the server"
+
+
 # ------------------------------------------------------------------------------------------ one connection
 @pytest.mark.parametrize("mode", ["api_key", "iam"])
 def test_connect_subscribe_publish_receive(shared_cloud: CloudProcess, mode: str) -> None:
     conn = factory(shared_cloud, mode)()
     conn.connect(soon())
     try:
-        assert conn.is_open and conn.connection_timeout_ms == 300_000 and not conn.is_stale()
+        assert conn.is_open and conn.session.connection_timeout_ms == 300_000 and not conn.is_stale()
         ch = channel()
         sub_id = conn.subscribe(ch, soon())
         events = [json.dumps({"n": i}) for i in range(7)]  # two publishes: 5 + 2
@@ -114,7 +123,7 @@ def test_unreachable_endpoint_is_typed() -> None:
     )
     with pytest.raises(ConnectFailed) as info:
         conn.connect(soon())
-    assert info.value.reason == "unreachable" and conn.state == "closed"
+    assert info.value.reason == "unreachable" and conn.state is State.CLOSED
     iam = IamAuth.from_keys("h", "us-east-1", "AKIDEXAMPLE", "secret")
     over_http = BlockingConnection(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/x", iam)
     with pytest.raises(HttpPublishFailed):
@@ -161,7 +170,7 @@ def test_scripted_server_edge_cases() -> None:
             f"http://127.0.0.1:{port}/event", url, ApiKeyAuth("k", "h"), ack_timeout_s=0.3
         )
         conn.connect(soon())
-        assert conn.connection_timeout_ms == 120000
+        assert conn.session.connection_timeout_ms == 120000
         sub_id = conn.subscribe("/livelambda/a", soon())
         data = conn.next_data(soon())
         assert data is not None and data.id == sub_id and data.event == "y" * 5000
@@ -169,8 +178,9 @@ def test_scripted_server_edge_cases() -> None:
         assert [e.index for e in result.failed] == [4, 6]  # the last of each batch, mapped back
         assert [e.index for e in result.successful] == [0, 1, 2, 3, 5]
         assert result.failed[0].code == "E1" and result.failed[0].message == "nope"
-        assert conn.stats["malformed"] == 3 and conn.stats["unroutable"] == 1
-        assert conn.last_error is not None and conn.last_error.errors[0].message == "id-less"
+        session = conn.session
+        assert session.stats["malformed"] == 3 and session.stats["unroutable"] == 1
+        assert session.last_error is not None and session.last_error.errors[0].message == "id-less"
         with pytest.raises(OperationTimeout):
             conn.publish("/livelambda/a", ['"silence"'], soon())
         with pytest.raises(ConnectionLost, match="4001"):
@@ -214,7 +224,7 @@ def test_on_demand_reuses_and_redials_after_loss(shared_cloud: CloudProcess) -> 
         link.end_demand()
         assert link.policy.stats.attempts == 1
         shared_cloud.faults(drop_connections=True)
-        time.sleep(0.2)  # the close reaches the kept socket; nobody reads it until the next demand
+        wait_readable(first)  # the close reached the kept socket; nobody reads it until the next demand
         second = link.ensure_connected(soon())
         link.end_demand()
         assert second is not first and second.is_open and not first.is_open
@@ -233,10 +243,10 @@ def test_on_demand_trusts_a_thawed_socket_that_kept_hearing_keepalives(shared_cl
     try:
         first = link.ensure_connected(clock() + WAIT_S)
         link.end_demand()
-        time.sleep(shared_cloud.ka_interval_s * 1.5)  # keep-alives wait unread in the socket
+        wait_readable(first)  # a keep-alive waits unread in the socket
         offset[0] += 301.0  # "frozen" past connectionTimeoutMs, but the server kept talking
         assert link.ensure_connected(clock() + WAIT_S) is first
-        assert first.stats["keepalives"] >= 1 and link.policy.stats.attempts == 1
+        assert first.session.stats["keepalives"] >= 1 and link.policy.stats.attempts == 1
     finally:
         link.close()
 

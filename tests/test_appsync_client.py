@@ -83,7 +83,7 @@ async def test_connect_subscribe_publish_receive(shared_cloud: CloudProcess, mod
     client = factory(shared_cloud, mode)()
     await client.connect()
     try:
-        assert client.is_open and client.connection_timeout_ms == 300_000
+        assert client.is_open and client.session.connection_timeout_ms == 300_000
         assert not client.is_stale()
         s = session()
         sub = await client.subscribe(f"/livelambda/{s}/*")
@@ -285,7 +285,7 @@ async def test_keepalive_watchdog_detects_silent_server(cloud: CloudProcess) -> 
     sub = await client.subscribe(f"/livelambda/{session()}/*")
     first = client.last_frame_at
     await until(lambda: client.last_frame_at != first, "a keep-alive frame")
-    assert client.stats["keepalives"] >= 1 and client.is_open
+    assert client.session.stats["keepalives"] >= 1 and client.is_open
     cloud.proc.send_signal(signal.SIGSTOP)
     try:
         reason = await asyncio.wait_for(client.wait_closed(), WAIT_S)
@@ -481,14 +481,15 @@ async def test_scripted_server_edge_cases() -> None:
         client = AppSyncEventsClient(f"http://127.0.0.1:{port}/event", url, ApiKeyAuth("k", "h"))
         await client.connect()
         try:
-            assert client.connection_timeout_ms == 120000
+            assert client.session.connection_timeout_ms == 120000
             result = await client.publish_ws("/livelambda/a", [json.dumps(i) for i in range(7)])
             # two batches (5 + 2): the last of each failed, indexes mapped back to the caller's list
             assert [e.index for e in result.failed] == [4, 6]
             assert [e.index for e in result.successful] == [0, 1, 2, 3, 5]
             assert result.failed[0].code == "E1" and result.failed[0].message == "nope"
-            assert client.stats["malformed"] == 2 and client.stats["unroutable"] == 1
-            assert client.last_error is not None and client.last_error.errors[0].message == "id-less"
+            session = client.session
+            assert session.stats["malformed"] == 2 and session.stats["unroutable"] == 1
+            assert session.last_error is not None and session.last_error.errors[0].message == "id-less"
             assert client.is_open
         finally:
             await client.close()
@@ -537,7 +538,7 @@ async def test_an_unanswered_publish_times_out_and_the_connection_stays_usable()
         try:
             with pytest.raises(OperationTimeout, match="did not answer a publish to /livelambda/quiet"):
                 await client.publish("/livelambda/quiet", ['"hello"'])
-            assert client.is_open and not client._pending  # nothing left waiting
+            assert client.is_open and client.session.pending == 0 and not client._waiters  # none left
             sub = await client.subscribe("/livelambda/after")
             assert sub.active
         finally:

@@ -434,10 +434,11 @@ def test_screenshots(browser_context) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     sources = HarnessSources()
     sources._functions.append(default_function("orders-worker"))
-    sources._functions[1]["last_reload_error"] = (
+    reload_error = (
         'Traceback (most recent call last):\n  File "/home/alice/src/shop/orders/app.py", line 12\n'
         "    def handler(event, context)\n                               ^\nSyntaxError: expected ':'"
     )
+    sources.update_function(1, last_reload_error=reload_error)
     records = sample_records()
     for record in records:
         sources.store.add(record)

@@ -21,7 +21,7 @@ import pytest
 from devserver.config import AppConfig, FunctionConfig
 from devserver.runtime import InvocationRequest, Worker, WorkerPool
 from devserver.runtime.environment import lambda_environment
-from devserver.runtime.fork_launcher import ForkedProcess, ForkLauncher
+from devserver.runtime.fork_launcher import ForkLauncher
 from tests.lambda_fixtures import MISBEHAVING, async_wait_until, process_state
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,7 +139,7 @@ async def test_forked_child_runs_awslambdaric_behind_its_own_runtime_api(
         assert body["stdin"] == ""
         assert outcome.logs == "probe 1\n"
         assert outcome.cold and outcome.init_duration_ms is not None
-        assert isinstance(worker._proc, ForkedProcess)
+        assert worker.launch_kind == "fork"
         again = await worker.invoke(event({}))
         assert again.ok and not again.cold and json.loads(again.payload)["pid"] == body["pid"]
     finally:
@@ -242,7 +242,7 @@ async def test_hang_exit_and_segfault_with_forked_workers(
         # ...and the next invocation gets a fresh, forked one
         follow = await pool.invoke(event({"s": 0, "code": 0}))
         assert follow.cold and follow.worker_id != pid
-        assert pool.workers == [] or isinstance(pool.workers[0]._proc, ForkedProcess)
+        assert pool.workers == [] or pool.workers[0].launch_kind == "fork"
     finally:
         await pool.close()
     assert launcher.kind == "fork"  # the forkserver itself is unharmed
@@ -260,7 +260,7 @@ async def test_ten_megabytes_of_output_from_a_forked_worker(
         assert outcome.status == "ok" and json.loads(outcome.payload) == "done"
         assert outcome.logs_cut_bytes > 9 * 1024 * 1024
         assert outcome.logs.rstrip().endswith("the end")
-        assert isinstance(pool.workers[0]._proc, ForkedProcess)
+        assert pool.workers[0].launch_kind == "fork"
     finally:
         await pool.close()
 
@@ -409,7 +409,7 @@ async def test_a_forkserver_that_cannot_start_falls_back_to_fresh_interpreters(
     finally:
         await worker.stop()
     assert outcome.ok and json.loads(outcome.payload) == "fine"
-    assert not isinstance(worker._proc, ForkedProcess)
+    assert worker.launch_kind == "spawn"
 
 
 def vendor(source: Path, name: str, code: str) -> None:
@@ -460,4 +460,4 @@ async def test_vendored_packages_stay_warm_and_ones_starting_threads_are_left_to
     assert body["threads"] == ["MainThread", "threaded_lib"]  # the child started its own
     # the child reported threaded_lib as imported: it is known to start threads, so no restart
     await asyncio.sleep(0)
-    assert launcher.info()["restarting"] is False and launcher.restarts == 0
+    assert launcher.info().restarting is False and launcher.restarts == 0

@@ -64,8 +64,8 @@ def test_the_handlers_output_is_in_the_callers_log_tail(tmp_path: Path) -> None:
 
 
 def test_a_result_carries_output_only_when_there_is_some() -> None:
-    assert result_body("ok", b'{"a": 1}', "") == {"status": "ok", "response": {"a": 1}}
-    assert result_body("ok", b"1", "hello\n")["logs"] == "hello\n"
+    assert result_body("ok", {"a": 1}, "") == {"status": "ok", "response": {"a": 1}}
+    assert result_body("ok", 1, "hello\n")["logs"] == "hello\n"
     long = "".join(f"line {n}\n" for n in range(2000))
     cut = output_tail(long)
     assert cut.startswith("[livelambda: ") and cut.endswith("line 1999\n") and len(cut.encode()) < 4300

@@ -12,14 +12,42 @@ from typing import Any
 
 import pytest
 
-from devserver.bridge import LiveInvocation
+from devserver.bridge import Bridge, LiveInvocation
+from devserver.live.conversation import Reply
 from stub_runtime import live_protocol as lp
 from stub_runtime.reconnect import PolicyConfig
 from tests.live_fixtures import LiveCloud, echo_executor
 
+WAIT_S = 20.0
+
 
 async def invoke(live: LiveCloud, function: str, event: Any, **kw: Any) -> tuple[dict[str, Any], Any]:
     return await asyncio.to_thread(live.invoke, function, event, **kw)
+
+
+class Dropped:
+    """Wakes the test as `bridge` drops messages: each one it counts goes through its
+    RejectionSummary (which says it), so `await dropped.reach(n)` returns once n were counted."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        self.count = 0
+        self._changed = asyncio.Event()
+        rejected = bridge.rejections.rejected
+
+        def counted(reason: str, detail: str, now: float) -> str | None:
+            self.count += 1
+            self._changed.set()
+            return rejected(reason, detail, now)
+
+        bridge.rejections.rejected = counted  # type: ignore[method-assign]
+
+    async def reach(self, n: int) -> None:
+        async def wait() -> None:
+            while self.count < n:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), WAIT_S)
 
 
 async def test_round_trip_carries_event_context_and_hello(live_cloud: LiveCloud) -> None:
@@ -85,9 +113,19 @@ async def test_dev_server_lost_mid_invocation(live_cloud: LiveCloud) -> None:
         raise AssertionError("unreachable")
 
     bridge = await live_cloud.bridge(execute)
+    heartbeating = asyncio.Event()
+    wake = bridge.conversation.wake
+
+    def beats(now: float) -> list[Reply]:  # the acks and heartbeats the bridge sends, as they go
+        replies = wake(now)
+        if any(reply.kind == lp.HEARTBEAT for reply in replies):
+            heartbeating.set()  # after the ack, which went out a heartbeat interval before
+        return replies
+
+    bridge.conversation.wake = beats  # type: ignore[method-assign]
     call = asyncio.ensure_future(invoke(live_cloud, "lost", {}))
     await asyncio.wait_for(started.wait(), 30)
-    await asyncio.sleep(lp.ACK_DELAY_S + 0.5)  # acknowledged and heartbeating
+    await asyncio.wait_for(heartbeating.wait(), WAIT_S)  # acknowledged and heartbeating
     await bridge.close()  # the dev server dies mid-invocation
     _response, payload = await call
     assert payload["errorType"] == "Livelambda.DevServerLost"
@@ -216,6 +254,7 @@ async def test_forged_and_malformed_messages_are_dropped_and_counted(live_cloud:
         return {"status": "ok", "response": "ran"}
 
     bridge = await live_cloud.bridge(execute)
+    dropped = Dropped(bridge)
     c = live_cloud.cloud
     attacker = AppSyncEventsClient(c.http_url, c.realtime_url, ApiKeyAuth(c.api_key, c.host))
     await attacker.connect()
@@ -231,12 +270,10 @@ async def test_forged_and_malformed_messages_are_dropped_and_counted(live_cloud:
             Message(lp.INVOKE, session, "stale-1", "sb", {}), live_cloud.session.secret, 1_000_000_000_000
         )
         await attacker.publish(lp.request_channel(session), stale)
-        deadline = time.monotonic() + 20
-        while sum(bridge.reassembler.rejected.values()) < 4 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await dropped.reach(4)
     finally:
         await attacker.close()
-    rejected = bridge.status()["rejected"]
+    rejected = bridge.status().rejected
     assert rejected.get("bad_signature") == 1, rejected
     assert rejected.get("malformed") == 2, rejected
     assert rejected.get("stale") == 1, rejected
@@ -266,20 +303,23 @@ async def test_dev_server_on_iam_auth(live_cloud: LiveCloud, monkeypatch: pytest
     # Wrong credentials: the emulator refuses them and the bridge stays down, saying why.
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     states: list[Any] = []
-    from devserver.bridge import Bridge
+    refused = asyncio.Event()
+
+    def on_state(state: Any) -> None:
+        states.append(state)
+        if state.state == "backoff" and state.last_error:
+            refused.set()
 
     bad = Bridge(
         live_cloud.endpoint(),
         live_cloud.session.id,
         live_cloud.session.secret,
         echo_executor,
-        on_state=states.append,
+        on_state=on_state,
     )
     task = asyncio.ensure_future(bad.run())
     try:
-        deadline = time.monotonic() + 20
-        while not any(s.state == "backoff" and s.last_error for s in states) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(refused.wait(), WAIT_S)
         errors = [s.last_error for s in states if s.state == "backoff"]
         assert errors and "Unauthorized" in errors[0], states
     finally:
@@ -292,11 +332,13 @@ async def test_a_replay_after_a_dev_server_restart_and_an_expired_invocation_nev
 ) -> None:
     """Someone with the API key keeps a genuine `invoke` and publishes it again after the developer
     restarts the dev server: refused and counted as `replay`, the handler not run a second time. An
-    invocation whose deadline has passed is never handed to a worker: `expired`."""
+    invocation whose deadline has passed is never handed to a worker: `expired`. Each refusal is
+    answered with a signed `reject` on the sandbox's channel, which a stub verifies as any message
+    and ends with at once."""
     from devserver.executed import ExecutedLog
     from stub_runtime.appsync.auth import ApiKeyAuth
     from stub_runtime.appsync.client import AppSyncEventsClient
-    from stub_runtime.envelope import Message, encode
+    from stub_runtime.envelope import Message, Reassembler, encode
 
     calls: list[str] = []
 
@@ -319,6 +361,7 @@ async def test_a_replay_after_a_dev_server_restart_and_an_expired_invocation_nev
         first.executed.close()  # type: ignore[union-attr]
         await first.close()
         second = await live_cloud.bridge(execute, executed=ExecutedLog(path, int(time.time() * 1000)))
+        responses = await eavesdropper.subscribe(f"/{lp.NAMESPACE}/{session}/res/*")
         await eavesdropper.publish(lp.request_channel(session), [genuine])
         # A genuine envelope, fresh and signed, for an invocation whose deadline passed a second ago.
         now_ms = int(time.time() * 1000)
@@ -328,13 +371,20 @@ async def test_a_replay_after_a_dev_server_restart_and_an_expired_invocation_nev
         await eavesdropper.publish(
             lp.request_channel(session), encode(late, live_cloud.session.secret, now_ms)
         )
-        deadline = time.monotonic() + 20
-        while sum(second.reassembler.rejected.values()) < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        # What a stub would get: signed by the session's secret, for its invocation.
+        stub = Reassembler(live_cloud.session.secret, session)
+        rejects: dict[str, str] = {}
+        while len(rejects) < 2:
+            data = await asyncio.wait_for(responses.get_data(), WAIT_S)
+            message = stub.feed(data.raw, int(time.time() * 1000))
+            if message is not None and message.kind == lp.REJECT:
+                rejects[message.invocation_id] = message.body["message"]
     finally:
         await eavesdropper.close()
-    rejected = second.status()["rejected"]
+    rejected = second.status().rejected
     assert rejected.get("replay") == 1 and rejected.get("expired") == 1, rejected
+    assert "before it restarted" in rejects[json.loads(genuine)["invocation_id"]], rejects
+    assert "after its deadline" in rejects["late-1"], rejects
     assert len(calls) == 1  # neither ran
     _, payload = await invoke(live_cloud, "echo", {"n": 2})  # and the next genuine one does
     assert payload == "ran" and len(calls) == 2

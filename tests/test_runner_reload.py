@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import TypeAdapter
 
 from devserver.config import AppConfig, FunctionConfig, load_config
 from devserver.runner import FunctionRunner, Runner, UnknownFunction
 from devserver.runtime import InvocationRequest
+from devserver.status import FunctionStatus
 from tests.lambda_fixtures import MISBEHAVING, async_wait_until, process_state
 
 CODE = """
@@ -117,9 +119,9 @@ async def test_edit_reload_and_the_next_invocation_runs_the_new_code(
         assert version(outcome) == f"v{n}" and outcome.generation == generation == n
         assert outcome.launcher == launcher
     status = runner.status()
-    assert status["generation"] == 4 and status["last_reload_reason"] == "saved"
-    assert status["launcher"] == launcher
-    assert [(w["generation"], w["state"]) for w in status["workers"]] == [(4, "idle")]
+    assert status.generation == 4 and status.last_reload_reason == "saved"
+    assert status.launcher == launcher
+    assert [(w.generation, w.state) for w in status.workers] == [(4, "idle")]
 
 
 async def test_an_invocation_in_flight_finishes_on_the_old_code_then_its_worker_exits(
@@ -131,18 +133,18 @@ async def test_an_invocation_in_flight_finishes_on_the_old_code_then_its_worker_
     mark = tmp_path / "running"
     slow = asyncio.ensure_future(runner.invoke(event({"mark": str(mark), "sleep": 1.5})))
     await async_wait_until(mark.exists, what="the slow invocation running")
-    old_pid = next(w["pid"] for w in runner.status()["workers"] if w["state"] == "busy")
+    old_pid = next(w.pid for w in runner.status().workers if w.state == "busy")
     write_code(function.source, "v2")
     runner.reload()
     fresh = await runner.invoke(event({}))
     assert version(fresh) == "v2" and fresh.generation == 2
     assert not slow.done()  # the old worker was not killed for the reload
-    states = {w["pid"]: (w["state"], w["generation"]) for w in runner.status()["workers"]}
+    states = {w.pid: (w.state, w.generation) for w in runner.status().workers}
     assert states[old_pid] == ("draining", 1)
     finished = await slow
     assert version(finished) == "v1" and finished.generation == 1
     await async_wait_until(lambda: process_state(old_pid) is None, what="the drained worker gone")
-    assert [w["generation"] for w in runner.status()["workers"]] == [2]
+    assert [w.generation for w in runner.status().workers] == [2]
     # the drained worker is not reused: the next invocation still runs v2
     assert version(await runner.invoke(event({}))) == "v2"
 
@@ -188,8 +190,8 @@ async def test_a_broken_save_gives_lambdas_error_and_the_next_good_save_recovers
     assert error.message.startswith(message) and error.summary.startswith(f"{error_type}: {message}")
     assert "\n" not in error.summary
     status = runner.status()
-    assert status["last_reload_error"].startswith(error.summary)
-    assert status["last_reload_error_type"] == error_type
+    assert status.last_reload_error.startswith(error.summary)
+    assert status.last_reload_error_type == error_type
     assert reloads == [("fn", generation, error.summary)]
     for _ in range(2):  # every invocation that arrives gets it, each after its own init attempt
         outcome = await runner.invoke(event({}))
@@ -199,7 +201,7 @@ async def test_a_broken_save_gives_lambdas_error_and_the_next_good_save_recovers
     write_code(function.source, "v-fixed")
     fixed = runner.reload()
     assert await runner.wait_loaded(30) is None
-    assert runner.status()["last_reload_error"] is None
+    assert runner.status().last_reload_error is None
     assert reloads[-1] == ("fn", fixed, None)
     assert version(await runner.invoke(event({}))) == "v-fixed"
 
@@ -210,7 +212,7 @@ async def test_the_first_invocation_of_a_broken_generation_without_prewarm_recor
     function = make_function(tmp_path / "src")
     runner = make_runner(function, prewarm=False)
     await runner.start()
-    assert runner.status()["workers"] == []  # nothing started ahead of demand
+    assert runner.status().workers == ()  # nothing started ahead of demand
     (function.source / "app.py").write_text(BROKEN["import"][0])
     runner.reload()
     outcome = await runner.invoke(event({}))
@@ -240,7 +242,7 @@ async def test_hang_exit_and_segfault_through_the_runner(
     # a fresh worker follows, and the runner is not stuck
     follow = await runner.invoke(event({"s": 0, "code": 0}))
     assert follow.worker_id != outcome.worker_id and follow.cold
-    assert runner.status()["launcher"] == "fork"
+    assert runner.status().launcher == "fork"
 
 
 async def test_ten_megabytes_of_output_through_the_runner(
@@ -275,7 +277,7 @@ async def test_concurrent_invocations_get_their_own_workers(
     assert all(o.ok for o in outcomes), [o.payload for o in outcomes]
     assert len({json.loads(o.payload)["pid"] for o in outcomes}) == 3
     assert all(o.launcher == "fork" for o in outcomes)
-    assert sorted(w["state"] for w in runner.status()["workers"]) == ["idle"] * 3
+    assert sorted(w.state for w in runner.status().workers) == ["idle"] * 3
 
 
 async def test_status_describes_the_function_and_its_workers(
@@ -283,36 +285,36 @@ async def test_status_describes_the_function_and_its_workers(
 ) -> None:
     function = make_function(tmp_path / "src", timeout=7)
     runner = make_runner(function)
-    assert runner.status()["workers"] == []
+    assert runner.status().workers == ()
     await runner.start()
     await runner.wait_loaded(30)
     status = runner.status()
-    assert {k: status[k] for k in ("name", "handler", "source", "timeout", "generation")} == {
+    assert {k: getattr(status, k) for k in ("name", "handler", "source", "timeout", "generation")} == {
         "name": "fn",
         "handler": "app.handler",
         "source": str(function.source),
         "timeout": 7.0,
         "generation": 1,
     }
-    assert status["python"] == f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
-    assert status["launcher"] == "fork" and status["launcher_note"] is None
-    assert status["last_reload_at"] is None and status["last_reload_error"] is None
-    [worker] = status["workers"]
-    assert worker["state"] == "idle" and worker["generation"] == 1 and worker["invocations"] == 0
-    assert worker["pid"] and worker["id"]
+    assert status.python == f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+    assert status.launcher == "fork" and status.launcher_note is None
+    assert status.last_reload_at is None and status.last_reload_error is None
+    [worker] = status.workers
+    assert worker.state == "idle" and worker.generation == 1 and worker.invocations == 0
+    assert worker.pid and worker.id
     mark = tmp_path / "busy"
     busy = asyncio.ensure_future(runner.invoke(event({"mark": str(mark), "sleep": 1})))
     await async_wait_until(mark.exists, what="the invocation running")
-    assert [w["state"] for w in runner.status()["workers"]] == ["busy"]
+    assert [w.state for w in runner.status().workers] == ["busy"]
     before = time.time()
     runner.reload()
-    states = sorted((w["generation"], w["state"]) for w in runner.status()["workers"])
+    states = sorted((w.generation, w.state) for w in runner.status().workers)
     assert states == [(1, "draining"), (2, "starting")]
-    assert runner.status()["last_reload_at"] >= before
+    assert runner.status().last_reload_at >= before
     await busy
     await runner.wait_loaded(30)
-    assert [(w["generation"], w["state"]) for w in runner.status()["workers"]] == [(2, "idle")]
-    json.dumps(runner.status())  # all of it is JSON for the dashboard
+    assert [(w.generation, w.state) for w in runner.status().workers] == [(2, "idle")]
+    TypeAdapter(FunctionStatus).dump_json(runner.status())  # all of it is JSON for the dashboard
 
 
 async def test_forkserver_per_generation_policy_also_works(
@@ -322,12 +324,12 @@ async def test_forkserver_per_generation_policy_also_works(
     runner = make_runner(function, forkserver="per_generation")
     await runner.start()
     assert version(await runner.invoke(event({}))) == "v1"
-    first = runner.status()["forkserver"]["pid"]
+    first = runner.status().forkserver.pid
     write_code(function.source, "v2")
     runner.reload()
     outcome = await runner.invoke(event({}))
     assert version(outcome) == "v2" and outcome.launcher == "fork"
-    assert runner.status()["forkserver"]["pid"] not in (None, first)
+    assert runner.status().forkserver.pid not in (None, first)
 
 
 async def test_a_runner_whose_forkserver_cannot_start_spawns_and_says_why(
@@ -347,7 +349,7 @@ async def test_a_runner_whose_forkserver_cannot_start_spawns_and_says_why(
     outcome = await runner.invoke(event({}))
     assert version(outcome) == "v1" and outcome.launcher == "spawn"
     status = runner.status()
-    assert status["launcher"] == "spawn" and "forkserver refused" in status["launcher_note"]
+    assert status.launcher == "spawn" and "forkserver refused" in status.launcher_note
 
 
 # -- the app-level Runner --------------------------------------------------------------------------
@@ -415,7 +417,7 @@ async def test_runner_invokes_by_name_and_applies_the_real_environment_to_the_ne
     write_code(tmp_path / "two", "two-v2")
     assert await runner.reload_function("two") == 2
     assert version(await runner.invoke("two", event({}))) == "two-v2"
-    assert [s["name"] for s in runner.status()] == ["one", "two"]
+    assert [s.name for s in runner.status()] == ["one", "two"]
 
 
 async def test_reload_config_adds_removes_and_changes_functions(
@@ -426,8 +428,8 @@ async def test_reload_config_adds_removes_and_changes_functions(
     runner = runner_factory(write_app(tmp_path, APP))
     await runner.start()
     await runner.invoke("two", event({}))
-    two_pids = {w["pid"] for s in runner.status() if s["name"] == "two" for w in s["workers"]}
-    two_pids.add(runner.functions["two"].status()["forkserver"]["pid"])
+    two_pids = {w.pid for s in runner.status() if s.name == "two" for w in s.workers}
+    two_pids.add(runner.functions["two"].status().forkserver.pid)
     write_code(tmp_path / "three", "three-v1")
     new = write_app(
         tmp_path,
@@ -445,9 +447,9 @@ async def test_reload_config_adds_removes_and_changes_functions(
     )
     changes = await runner.reload_config(new)
     assert changes == {"added": ["three"], "removed": ["two"], "changed": ["one"]}
-    assert [s["name"] for s in runner.status()] == ["one", "three"]
+    assert [s.name for s in runner.status()] == ["one", "three"]
     one = runner.functions["one"].status()
-    assert one["timeout"] == 9.0 and one["generation"] == 2
+    assert one.timeout == 9.0 and one.generation == 2
     assert version(await runner.invoke("three", event({}))) == "three-v1"
     with pytest.raises(UnknownFunction):
         await runner.invoke("two", event({}))

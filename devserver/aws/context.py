@@ -10,10 +10,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import CallerFault
 
 
-class AwsNotConfigured(LivelambdaError):
+class AwsNotConfigured(CallerFault):
     """No credentials or no region: nothing was changed."""
 
     error_type = "Livelambda.AwsNotConfigured"

@@ -19,10 +19,10 @@ from devserver.aws.progress import FunctionResult, Progress
 from devserver.aws.records import LiveRecord, RecordStore
 from devserver.aws.up import WORKERS
 from devserver.session import aws_file
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import CallerFault, LivelambdaError
 
 
-class DownRefused(LivelambdaError):
+class DownRefused(CallerFault):
     error_type = "Livelambda.DownRefused"
 
 

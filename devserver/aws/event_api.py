@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import ConnectionFault
 
 API_NAME = "livelambda"
 KEY_DAYS = 7  # an api-key mode session key lives a week; `aws up` renews it
@@ -19,7 +19,7 @@ KEY_RENEW_BELOW_S = 2 * 86400
 _AUTH_TYPES = {"iam": "AWS_IAM", "api_key": "API_KEY"}
 
 
-class EventApiError(LivelambdaError):
+class EventApiError(ConnectionFault):
     error_type = "Livelambda.EventApiError"
 
 
@@ -122,7 +122,7 @@ def _key_description(session: str) -> str:
 
 
 def _session_keys(appsync: Any, api_id: str, session: str) -> list[dict[str, Any]]:
-    keys = []
+    keys: list[dict[str, Any]] = []
     for page in appsync.get_paginator("list_api_keys").paginate(apiId=api_id):
         keys.extend(k for k in page.get("apiKeys", ()) if k.get("description") == _key_description(session))
     return keys

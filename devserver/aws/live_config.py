@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import CallerFault
 
 STUB_HANDLER = "stub_runtime.handler.handler"
 ENV_LIMIT_BYTES = 4096  # Lambda: keys and values of a function's environment, in all
@@ -21,7 +21,7 @@ SESSION_VAR = "LIVELAMBDA_SESSION"
 OPTIONAL_VARS = ("LIVELAMBDA_VPC", "LIVELAMBDA_ORIGINAL_HANDLER")
 
 
-class EnvironmentTooLarge(LivelambdaError):
+class EnvironmentTooLarge(CallerFault):
     error_type = "Livelambda.EnvironmentTooLarge"
 
 

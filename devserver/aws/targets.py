@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from devserver.config import AppConfig, FunctionConfig, deployed_function_name
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import CallerFault
 
 
-class TargetsNotFound(LivelambdaError):
+class TargetsNotFound(CallerFault):
     error_type = "Livelambda.TargetsNotFound"
 
 

@@ -35,12 +35,12 @@ from devserver.aws.vpc import VpcCheckDenied, check_function_vpc
 from devserver.config import DEFAULT_PRODUCTION_STAGES, AppConfig
 from devserver.serving import write_json_atomically
 from devserver.session import LiveSession, aws_file, state_dir
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import CallerFault, LivelambdaError
 
 WORKERS = 16  # functions switched at once: AWS calls are I/O, and Lambda's control plane takes it
 
 
-class UpRefused(LivelambdaError):
+class UpRefused(CallerFault):
     error_type = "Livelambda.UpRefused"
 
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import CallerFault
 
 DEFAULT_ROUTE = "0.0.0.0/0"
 # The stub quotes LIVELAMBDA_VPC in its error; the function's whole environment is capped at 4 KB.
@@ -162,7 +162,7 @@ class VpcAssessment:
         return detail[:ENV_DETAIL_MAX]
 
 
-class VpcCheckDenied(LivelambdaError):
+class VpcCheckDenied(CallerFault):
     """The caller may not read the VPC's network configuration: the preflight could not run."""
 
     error_type = "Livelambda.VpcCheckDenied"

@@ -664,7 +664,7 @@ def _event_config(value: object) -> dict[str, Any]:
     providers = value.get("authProviders")
     if not isinstance(providers, list) or not providers:
         raise BadRequest("eventConfig.authProviders must be a list of at least one auth provider.")
-    normalized_providers = []
+    normalized_providers: list[dict[str, Any]] = []
     for provider in providers:
         auth_type = provider.get("authType") if isinstance(provider, dict) else None
         if auth_type not in AUTH_TYPES:
@@ -675,10 +675,10 @@ def _event_config(value: object) -> dict[str, Any]:
         entry: dict[str, Any] = {"authType": auth_type}
         if auth_type in _PROVIDER_CONFIGS:
             member, required = _PROVIDER_CONFIGS[auth_type]
-            config = provider.get(member)
-            if not isinstance(config, dict) or not all(isinstance(config.get(k), str) for k in required):
+            given = provider.get(member)
+            if not isinstance(given, dict) or not all(isinstance(given.get(k), str) for k in required):
                 raise BadRequest(f"An {auth_type} auth provider needs {member} with {', '.join(required)}.")
-            entry[member] = copy.deepcopy(config)
+            entry[member] = copy.deepcopy(given)
         normalized_providers.append(entry)
     types = frozenset(p["authType"] for p in normalized_providers)
     config: dict[str, Any] = {"authProviders": normalized_providers}

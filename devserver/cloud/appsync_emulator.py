@@ -57,8 +57,9 @@ from devserver.cloud.faults import Faults, FaultSpecError
 from devserver.cloud.options import CloudOptions
 from devserver.cloud.realtime import RealtimeConnection
 from devserver.cloud.sigv4 import SignatureError, verify_sigv4
-from stub_runtime.appsync.frames import compact_json, json_string, new_id
 from stub_runtime.channels import InvalidChannel, channel_matches, validate_channel
+from stub_runtime.errors import CallerFault
+from stub_runtime.wire import compact_json, new_id, publish_success_frame
 
 log = logging.getLogger("livelambda.cloud.appsync")
 
@@ -72,7 +73,7 @@ UNAUTHORIZED_MESSAGE = "You are not authorized to make this call."
 
 REALTIME_PATH = "/event/realtime"
 
-class AppSyncError(Exception):
+class AppSyncError(CallerFault):
     """An error the service reports to the client as `{"errorType": ..., "message": ...}`."""
 
     def __init__(self, error_type: str, message: str, *, status: int = 400) -> None:
@@ -479,7 +480,7 @@ class AppSyncEmulator:
                     log.warning("unauthorized publish on %s: %s", conn.id, exc.reason)
                 self._reject(conn, {"type": "publish_error", "id": pub_id, "errors": exc.errors()})
                 return
-            conn.send_text(_publish_success(pub_id, successful, failed))
+            conn.send_text(publish_success_frame(pub_id, successful, failed))
         finally:
             conn.release()
 
@@ -525,15 +526,6 @@ def api_hosts(server: tuple[str, int]) -> frozenset[str]:
     address, port = server[0], server[1]
     literal = f"[{address}]" if ":" in address else address
     return frozenset({f"{literal}:{port}".lower(), f"localhost:{port}"})
-
-
-def _publish_success(pub_id: str, successful: list[dict[str, Any]], failed: list[dict[str, Any]]) -> str:
-    """The `publish_success` frame, built by hand (what compact_json() gives; the identifiers are UUIDs):
-    the live path relays two publishes an invocation."""
-    done = ",".join(f'{{"identifier":"{e["identifier"]}","index":{e["index"]}}}' for e in successful)
-    failures = compact_json(failed) if failed else "[]"
-    pub = json_string(pub_id)
-    return f'{{"type":"publish_success","id":{pub},"successful":[{done}],"failed":{failures}}}'
 
 
 def _with_leading_slash(channel: object) -> object:

@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stub_runtime.errors import CallerFault
+
 _KEYS = frozenset(
     {
         "drop_connections",
@@ -58,7 +60,7 @@ class DropNow:
     abrupt: bool
 
 
-class FaultSpecError(ValueError):
+class FaultSpecError(CallerFault, ValueError):
     """The fault request is malformed; the message says which key and why."""
 
 

@@ -17,21 +17,20 @@ import datetime
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from devserver.config import FunctionConfig, load_config
+from devserver.config import FunctionConfig
 from devserver.runtime.invocation import InvocationOutcome, InvocationRequest, function_arn
 from devserver.runtime.launcher import Launcher
 from devserver.runtime.pool import WorkerPool
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import CallerFault
 
 DEFAULT_CONCURRENCY = 10
 DEFAULT_IDLE_RECYCLE_S = 300.0
 LOG_TAIL_BYTES = 4096
 
 
-class FunctionNotFound(LivelambdaError):
+class FunctionNotFound(CallerFault):
     error_type = "ResourceNotFoundException"
 
 
@@ -88,14 +87,6 @@ class LambdaEmulator:
         self._background: set[asyncio.Task[InvocationOutcome]] = set()
         self._retiring: set[asyncio.Task[None]] = set()
         self.async_invocations = 0
-
-    @classmethod
-    def from_app(cls, app_dir: Path, live: LiveMode | None = None, **options: Any) -> LambdaEmulator:
-        """The functions of the app in `app_dir` (raises ConfigError)."""
-        config = load_config(app_dir)
-        if config.region and "region" not in options:
-            options["region"] = config.region
-        return cls(config.functions, live, **options)
 
     def arn(self, name: str) -> str:
         return function_arn(name, self.region, self.account)
@@ -167,9 +158,9 @@ class LambdaEmulator:
         for name in (*changes.removed, *changes.changed):
             pool = self._pools.pop(name, None)
             if pool is not None:
-                task = asyncio.ensure_future(self._retire(pool))
-                self._retiring.add(task)
-                task.add_done_callback(self._retiring.discard)
+                retiring = asyncio.ensure_future(self._retire(pool))
+                self._retiring.add(retiring)
+                retiring.add_done_callback(self._retiring.discard)
         return changes
 
     @staticmethod
@@ -179,12 +170,6 @@ class LambdaEmulator:
             await pool.drain()
         finally:
             await pool.close()
-
-    async def set_live(self, live: LiveMode | None) -> None:
-        """Switch live mode on or off; running sandboxes are replaced on their next invocation."""
-        self.live = live
-        pools, self._pools = self._pools, {}
-        await asyncio.gather(*(p.close() for p in pools.values()), return_exceptions=True)
 
     async def drain(self) -> None:
         """Wait for running invocations, Event ones included."""
@@ -197,8 +182,8 @@ class LambdaEmulator:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._background, return_exceptions=True)
-        for task in list(self._retiring):
-            task.cancel()  # closes its pool now (the finally of _retire)
+        for retiring in list(self._retiring):
+            retiring.cancel()  # closes its pool now (the finally of _retire)
         await asyncio.gather(*self._retiring, return_exceptions=True)
         pools, self._pools = self._pools, {}
         await asyncio.gather(*(p.close() for p in pools.values()), return_exceptions=True)

@@ -32,9 +32,11 @@ from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 from devserver.limits import ServerLimits
-from stub_runtime.appsync.frames import compact_json, json_string
+from stub_runtime.appsync.ws_messages import DATA_OPCODES, MessageAssembler
+from stub_runtime.wire import compact_json, data_frame
 
 if TYPE_CHECKING:
     from devserver.cloud.appsync_emulator import AppSyncEmulator, AppSyncError
@@ -46,7 +48,6 @@ _protocol_log.setLevel(logging.WARNING)  # the emulator logs its own line
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # one WebSocket message (uvicorn's default, as before)
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024  # unsent bytes for one client before it is dropped
 CLOSE_TIMEOUT_S = 2.0  # a client that does not answer our close frame loses the TCP connection
-_DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
 def realtime_protocol(
@@ -81,11 +82,11 @@ class RealtimeConnection(asyncio.Protocol):
         self.remote = "?"
         self.hosts: frozenset[str] = frozenset()  # what `host` in this connection's auth objects may say
         self.subscriptions: dict[str, str] = {}  # id -> channel pattern
-        self._fragments: list[Frame] = []
+        self._messages = MessageAssembler()
         self._refusal: AppSyncError | None = None
         self._delayed: deque[tuple[float, str, str]] = deque()  # (not before, subscription id, frame)
         self._held: list[tuple[float, str, str]] | None = None
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._timers: dict[str, asyncio.Handle] = {}
 
     # ----- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -132,7 +133,8 @@ class RealtimeConnection(asyncio.Protocol):
 
     def accept(self, request: Request, subprotocol: str, hosts: frozenset[str]) -> bool:
         """Complete the upgrade with `subprotocol`; False if the request was no valid handshake."""
-        self.ws.select_subprotocol = lambda _offered: subprotocol  # type: ignore[method-assign]
+        chosen = Subprotocol(subprotocol)
+        self.ws.select_subprotocol = lambda _offered: chosen  # type: ignore[method-assign, assignment]
         response = self.ws.accept(request)
         self.ws.send_response(response)
         self._flush()
@@ -181,18 +183,17 @@ class RealtimeConnection(asyncio.Protocol):
             if isinstance(event, Request):
                 self.emulator.upgrade(self, event)
             elif isinstance(event, Frame):
-                if event.opcode in _DATA_OPCODES:
-                    self._fragments.append(event)
-                    if event.fin:
-                        parts, self._fragments = self._fragments, []
-                        self._on_message(b"".join(p.data for p in parts) if len(parts) > 1 else parts[0].data)
+                if event.opcode in DATA_OPCODES:
+                    message = self._messages.feed(event)
+                    if message is not None:
+                        self._on_message(message.data)
                 elif event.opcode is Opcode.CLOSE and self.state != "closed":
                     self.state = "closing"
         self._flush()
 
-    def _on_message(self, message: bytes) -> None:
+    def _on_message(self, message: bytes | bytearray | memoryview) -> None:
         try:
-            text = message.decode()
+            text = str(message, "utf-8")
         except UnicodeDecodeError:
             text = ""
         if self.state == "open":
@@ -225,8 +226,7 @@ class RealtimeConnection(asyncio.Protocol):
 
     def enqueue_data(self, subscription_id: str, event: str, delay_s: float) -> None:
         """Deliver a `data` frame for one of this connection's subscriptions, after `delay_s`."""
-        # Built by hand (what compact_json() gives): the live path relays two of these an invocation.
-        text = f'{{"type":"data","id":{json_string(subscription_id)},"event":{json_string(event)}}}'
+        text = data_frame(subscription_id, event)
         item = (time.monotonic() + delay_s, subscription_id, text)
         if self._held is not None:
             self._held.append(item)

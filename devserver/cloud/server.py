@@ -92,7 +92,7 @@ def serve(options: CloudOptions) -> int:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=2,
-        ws=realtime_protocol(app.state.appsync),  # the realtime WebSocket bypasses ASGI: see realtime.py
+        ws=realtime_protocol(app.state.appsync),  # type: ignore[arg-type]  # the realtime WebSocket bypasses ASGI: see realtime.py
         # https and wss, as AppSync serves them; the realtime protocol gets the TLS transport as is.
         ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
         ssl_keyfile=str(options.tls_key) if options.tls_key else None,

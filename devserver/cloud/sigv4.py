@@ -24,6 +24,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from devserver.cloud.options import IamCredentials
+from stub_runtime.errors import CallerFault
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "appsync"
@@ -31,7 +32,7 @@ MAX_CLOCK_SKEW_S = 300.0  # AWS rejects a request whose x-amz-date is more than 
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
-class SignatureError(Exception):
+class SignatureError(CallerFault):
     """The request is not validly signed; `str(exc)` says why (for our log, never for the wire)."""
 
 

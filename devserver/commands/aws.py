@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import TaskID
 from rich.table import Table
 
 from devserver.aws.progress import FunctionResult
@@ -36,7 +37,7 @@ class ConsoleProgress:
         self.console = console
         self._lock = threading.Lock()
         self._live = None
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
         if console.is_terminal:
             from rich.progress import Progress, SpinnerColumn, TextColumn
 

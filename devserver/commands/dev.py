@@ -25,6 +25,7 @@ from devserver.serving import ReadyServer, run_until_stopped, write_json_atomica
 from devserver.session import LiveSession, cloud_file, load_or_create, state_dir
 from devserver.terminal import Terminal
 from devserver.usage import check_can_listen
+from stub_runtime.errors import DevServerFault
 
 CLOUD_START_TIMEOUT_S = 60.0
 
@@ -44,7 +45,7 @@ class DevCommand:
     region: str | None = None
 
 
-class CloudFailed(RuntimeError):
+class CloudFailed(DevServerFault):
     pass
 
 

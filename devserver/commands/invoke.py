@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from devserver.dev import read_cloud_info
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import CallerFault
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8790"
 
@@ -33,7 +33,7 @@ def read_payload(text: str | None) -> bytes:
     return raw
 
 
-class NoCloudForApp(LivelambdaError):
+class NoCloudForApp(CallerFault):
     error_type = "Livelambda.NoCloudForApp"
 
 

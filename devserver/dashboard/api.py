@@ -1,11 +1,13 @@
 """The dashboard's routes: the page, its static files, the JSON API and the live feed (SSE).
 
-    router = create_dashboard_router(sources)   # sources: a DashboardSources (see sources.py)
-    app.include_router(router)                  # the page at /, the API under /api
+    mount_dashboard(app, sources)   # sources: a DashboardSources (see sources.py)
 
-The page is plain HTML/JS/CSS from `static/`; it loads the feed from `GET /api/invocations`, then
-follows `GET /api/feed`, a Server-Sent Events stream. Nothing is kept in the browser: a reload reads
-everything back from the store.
+The routes live on this module's `router`; what they serve is the app's `Dashboard` (`app.state.dashboard`:
+the sources and the feed's settings), handed to them as a dependency. The page is plain HTML/JS/CSS
+from `static/`; it loads the feed from `GET /api/invocations`, then follows `GET /api/feed`, a
+Server-Sent Events stream. Nothing is kept in the browser: a reload reads everything back from the
+store. Functions and the connection are the dev server's own snapshots (devserver/status.py), served
+as they are: their docstrings are the API's documentation.
 """
 
 from __future__ import annotations
@@ -14,19 +16,21 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from devserver.dashboard.docs import render_docs
 from devserver.dashboard.masking import DISPLAY_LIMIT_BYTES, dumps, for_display, is_secret_name, secret_keys
 from devserver.dashboard.sources import DashboardSources
 from devserver.invocations import InvocationRecord
+from devserver.status import ConnectionStatus, FunctionStatus
 
 logger = logging.getLogger(__name__)
 
@@ -88,62 +92,6 @@ class InvocationDetail(InvocationSummary):
     )
 
 
-class Worker(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    id: str | int
-    pid: int | None = None
-    state: str = Field("idle", description="starting | idle | busy | draining")
-    generation: int | None = None
-    cold_start_ms: float | None = None
-
-
-class FunctionInfo(BaseModel):
-    """A function the dev server runs."""
-
-    model_config = ConfigDict(extra="allow")
-
-    name: str
-    handler: str | None = None
-    source: str | None = None
-    python: str | None = None
-    timeout: float | None = None
-    workers: list[Worker] = Field(default_factory=list)
-    generation: int | None = None
-    last_reload_at: float | None = None
-    last_reload_error: str | None = None
-    environment: dict[str, str] = Field(default_factory=dict)
-    secret_keys: list[str] = Field(
-        default_factory=list, description="Environment variables whose values the page masks."
-    )
-
-
-class Rejection(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    at: float | None = None
-    reason: str = ""
-    detail: str = ""
-
-
-class ConnectionInfo(BaseModel):
-    """The dev server's AppSync Events connection."""
-
-    model_config = ConfigDict(extra="allow")
-
-    state: str = Field("closed", description="connecting | connected | backoff | stopped (or closed)")
-    since: float | None = None
-    endpoint: str | None = None
-    attempts: int = Field(0, description="Connection attempts (dials) since start.")
-    failures: int = Field(0, description="Failed attempts since start.")
-    next_retry_at: float | None = None
-    backoff_s: float | None = None
-    last_frame_at: float | None = Field(None, description="Last frame (keep-alive or data), epoch s.")
-    rejected: dict[str, int] = Field(default_factory=dict, description="Messages dropped, by reason.")
-    recent_rejections: list[Rejection] = Field(default_factory=list)
-    session: str | None = None
-
-
 class ReplayRequest(BaseModel):
     """Leave `event` out (or send no body) to replay the recorded event; give it to replay an edited
     one. `"event": null` also means the recorded event (`DashboardSources.replay` takes None so)."""
@@ -153,6 +101,36 @@ class ReplayRequest(BaseModel):
 
 class Cleared(BaseModel):
     cleared: int = Field(description="How many invocations were forgotten.")
+
+
+def _field_docs_of(base: type) -> Callable[[dict[str, Any]], None]:
+    """A schema hook giving a dataclass's own fields the descriptions `base` documents (pydantic reads
+    attribute docstrings from the class itself only)."""
+    docs: dict[str, str] = {}
+
+    def extra(schema: dict[str, Any]) -> None:
+        if not docs:
+            properties = TypeAdapter(base).json_schema()["properties"]
+            docs.update(
+                {name: prop["description"] for name, prop in properties.items() if "description" in prop}
+            )
+        for name, prop in schema.get("properties", {}).items():
+            if name in docs:
+                prop.setdefault("description", docs[name])
+
+    return extra
+
+
+@dataclass(frozen=True)
+class FunctionInfo(FunctionStatus):
+    """A function the dev server runs (its status), and which of its variables the page masks."""
+
+    __pydantic_config__ = ConfigDict(
+        use_attribute_docstrings=True, json_schema_extra=_field_docs_of(FunctionStatus)
+    )
+
+    secret_keys: tuple[str, ...]
+    """Names in `environment` whose values look secret: the page masks them."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -180,14 +158,6 @@ def _detail(record: InvocationRecord) -> dict[str, Any]:
         secret_keys=secret_keys(record.event, record.response),
     )
     return data
-
-
-def _function(info: dict[str, Any]) -> dict[str, Any]:
-    out = dict(info)
-    env = {str(k): str(v) for k, v in (info.get("environment") or {}).items()}
-    out["environment"] = env
-    out["secret_keys"] = sorted(k for k in env if is_secret_name(k))
-    return out
 
 
 def _matches_status(record: InvocationRecord, wanted: set[str]) -> bool:
@@ -228,29 +198,6 @@ def _host_of(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
-def _guard(allowed_hosts: tuple[str, ...] | None) -> Callable[[Request], Awaitable[None]]:
-    """Refuse requests for another Host (DNS rebinding) and changes made from another origin (CSRF):
-    the dashboard can re-run handlers with the developer's credentials."""
-    allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
-
-    async def check(request: Request) -> None:
-        host = request.headers.get("host", "")
-        if allowed is not None and _host_of(host) not in allowed:
-            raise HTTPException(
-                403,
-                f"the livelambda dashboard answers only on {', '.join(sorted(allowed))}, not {host!r}",
-            )
-        if request.method in ("GET", "HEAD", "OPTIONS"):
-            return
-        origin = request.headers.get("origin")
-        if origin and origin != "null" and origin.split("://", 1)[-1].lower() != host.lower():
-            raise HTTPException(403, f"cross-origin request from {origin} refused")
-        if request.headers.get("sec-fetch-site") == "cross-site":
-            raise HTTPException(403, "cross-site request refused")
-
-    return check
-
-
 def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, default=str, separators=(',', ':'))}\n\n"
 
@@ -269,18 +216,12 @@ def _static_text(name: str) -> str:
 _NO_CACHE = {"Cache-Control": "no-cache"}
 
 # ---------------------------------------------------------------------------------------------------
-# The router
+# The dashboard an app serves, and its dependencies
 
 
-def create_dashboard_router(
-    sources: DashboardSources,
-    *,
-    poll_interval_s: float = 1.0,
-    max_stream_s: float = 300.0,
-    allowed_hosts: tuple[str, ...] | None = _LOOPBACK_HOSTS,
-    stop: asyncio.Event | None = None,
-) -> APIRouter:
-    """The dashboard's routes, to include in the dev server's FastAPI app.
+@dataclass
+class Dashboard:
+    """What the routes serve: the dev server's sources, and the settings of the feed and the guard.
 
     poll_interval_s  how often the live feed checks `connection()` and `functions()` for changes
     max_stream_s     a feed stream ends after this long and the page reconnects (and resyncs)
@@ -289,250 +230,336 @@ def create_dashboard_router(
     stop             when set, every open feed stream ends (set it before uvicorn's graceful shutdown
                      waits for connections, or give uvicorn `timeout_graceful_shutdown`)
     """
-    router = APIRouter(
-        dependencies=[Depends(_guard(allowed_hosts))],
-        responses={403: {"description": "Another Host (DNS rebinding) or, for a change, another Origin"}},
-    )
-    store = sources.store
 
-    def get_record(invocation_id: str) -> InvocationRecord:
-        record = store.get(invocation_id)
+    sources: DashboardSources
+    poll_interval_s: float = 1.0
+    max_stream_s: float = 300.0
+    allowed_hosts: Sequence[str] | None = _LOOPBACK_HOSTS
+    stop: asyncio.Event | None = None
+
+    def functions(self) -> list[FunctionInfo]:
+        return [_function_info(f) for f in self.sources.functions()]
+
+
+def mount_dashboard(app: FastAPI, sources: DashboardSources, **settings: Any) -> Dashboard:
+    """Serve the dashboard of `sources` on `app` (`settings`: Dashboard's); the page at /, the API
+    under /api."""
+    dashboard = Dashboard(sources, **settings)
+    app.state.dashboard = dashboard
+    app.include_router(router)
+    return dashboard
+
+
+def _dashboard(request: Request) -> Dashboard:
+    dashboard: Dashboard = request.app.state.dashboard
+    return dashboard
+
+
+Board = Annotated[Dashboard, Depends(_dashboard)]
+
+
+async def _guard(request: Request, dashboard: Board) -> None:
+    """Refuse requests for another Host (DNS rebinding) and changes made from another origin (CSRF):
+    the dashboard can re-run handlers with the developer's credentials."""
+    host = request.headers.get("host", "")
+    allowed = dashboard.allowed_hosts
+    if allowed is not None and _host_of(host) not in {h.lower() for h in allowed}:
+        raise HTTPException(
+            403, f"the livelambda dashboard answers only on {', '.join(sorted(allowed))}, not {host!r}"
+        )
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and origin.split("://", 1)[-1].lower() != host.lower():
+        raise HTTPException(403, f"cross-origin request from {origin} refused")
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        raise HTTPException(403, "cross-site request refused")
+
+
+def _record(invocation_id: str, dashboard: Board) -> InvocationRecord:
+    store = dashboard.sources.store
+    record = store.get(invocation_id)
+    if record is None:
+        raise HTTPException(
+            404,
+            f"no invocation {invocation_id!r} in memory: it never ran, was cleared, or is older "
+            f"than the last {store.keep} the dev server keeps",
+        )
+    return record
+
+
+Record = Annotated[InvocationRecord, Depends(_record)]
+
+router = APIRouter(
+    dependencies=[Depends(_guard)],
+    responses={403: {"description": "Another Host (DNS rebinding) or, for a change, another Origin"}},
+)
+
+# ---------------------------------------------------------------------------------------------------
+# The page
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def page() -> HTMLResponse:
+    return HTMLResponse(_static_text("index.html"), headers=_NO_CACHE)
+
+
+@router.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+def docs(request: Request) -> HTMLResponse:
+    """The API's documentation, offline (create the app with `docs_url=None, redoc_url=None`)."""
+    return HTMLResponse(render_docs(request.app.openapi()), headers=_NO_CACHE)
+
+
+@router.get("/static/{name}", include_in_schema=False)
+def static(name: str) -> Response:
+    if name not in _STATIC:
+        raise HTTPException(404, f"no static file {name!r}")
+    return Response(_static_text(name), media_type=_STATIC[name], headers=_NO_CACHE)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Invocations
+
+
+@router.get("/api/invocations", response_model=list[InvocationSummary], tags=["invocations"])
+async def list_invocations(
+    dashboard: Board,
+    function: str | None = Query(None, description="Only this function."),
+    status: list[str] = Query(
+        [],
+        description="Only these outcomes (repeatable): ok, handler_error, timeout, crashed, "
+        "init_error, livelambda_error, running, or `errors` for every failure.",
+    ),
+    outcome: list[str] = Query([], description="Same as `status`."),
+    source: str | None = Query(None, description="live | replay | local"),
+    q: str | None = Query(
+        None, description="Case-insensitive text searched in the event, response, logs, error, id."
+    ),
+    limit: int = Query(200, ge=1, le=100_000, description="At most this many, newest first."),
+) -> list[dict[str, Any]]:
+    """Invocation summaries, newest first, filtered."""
+    wanted = {s for value in (*status, *outcome) for s in value.split(",") if s}
+    needle = (q or "").strip().lower()
+    # The store is read on the event loop (where it changes); a text search, which encodes
+    # payloads of up to 6 MB, runs in a thread so that the dev server's heartbeats keep going.
+    candidates = [
+        record
+        for record in dashboard.sources.store.newest_first()
+        if (not function or record.function == function)
+        and (not source or record.source == source)
+        and _matches_status(record, wanted)
+    ]
+    if needle:
+        candidates = await run_in_threadpool(_search, candidates, needle, limit)
+    return [_summary(record) for record in candidates[:limit]]
+
+
+@router.delete("/api/invocations", response_model=Cleared, tags=["invocations"])
+async def clear_invocations(dashboard: Board) -> dict[str, int]:
+    """Forget every invocation (the feed of every open page empties too)."""
+    store = dashboard.sources.store
+    count = len(store)
+    store.clear()
+    return {"cleared": count}
+
+
+@router.get(
+    "/api/invocations/{invocation_id}",
+    response_model=InvocationDetail,
+    tags=["invocations"],
+    responses={404: {"description": "Not in memory"}},
+)
+async def get_invocation(record: Record) -> dict[str, Any]:
+    """One invocation whole: event, response, logs, error and stack trace, timings."""
+    return await run_in_threadpool(_detail, record)
+
+
+@router.get(
+    "/api/invocations/{invocation_id}/event",
+    tags=["invocations"],
+    responses={
+        200: {"content": {"application/json": {}}, "description": "The whole event"},
+        404: {"description": "Not in memory"},
+    },
+)
+async def download_event(record: Record) -> Response:
+    """The whole event as a JSON file (attachment), never cut down nor masked."""
+    return await _download(record, "event")
+
+
+@router.get(
+    "/api/invocations/{invocation_id}/response",
+    tags=["invocations"],
+    responses={
+        200: {"content": {"application/json": {}}, "description": "The whole response"},
+        404: {"description": "Not in memory"},
+    },
+)
+async def download_response(record: Record) -> Response:
+    """The whole response as a JSON file (attachment), never cut down nor masked."""
+    return await _download(record, "response")
+
+
+async def _download(record: InvocationRecord, part: str) -> Response:
+    value = record.event if part == "event" else record.response
+    return Response(
+        await run_in_threadpool(lambda: dumps(value, indent=2).encode()),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{record.id}-{part}.json"'},
+    )
+
+
+@router.post(
+    "/api/invocations/{invocation_id}/replay",
+    response_model=InvocationDetail,
+    tags=["invocations"],
+    responses={
+        400: {"description": "The body is not JSON"},
+        404: {"description": "Not in memory"},
+        502: {"description": "The replay failed"},
+    },
+)
+async def replay(dashboard: Board, record: Record, body: ReplayRequest | None = Body(None)) -> dict[str, Any]:
+    """Run an invocation again on this machine, with its own event or with `event` from the body.
+    Answers when the replay has finished, with the new invocation (source "replay")."""
+    event = body.event if body is not None and "event" in body.model_fields_set else None
+    try:
+        replayed = await dashboard.sources.replay(record.id, event)
+    except HTTPException:
+        raise
+    except Exception as exc:
+        message = f"replay of {record.id} failed: {type(exc).__name__}: {exc}"
+        raise HTTPException(502, message) from exc
+    return await run_in_threadpool(_detail, replayed)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Functions and connection
+
+
+@router.get("/api/functions", response_model=list[FunctionInfo], tags=["dev server"])
+async def functions(dashboard: Board) -> list[FunctionInfo]:
+    """The functions being run, their workers, code generation and last reload."""
+    return dashboard.functions()
+
+
+@router.get("/api/connection", response_model=ConnectionStatus, tags=["dev server"])
+async def connection(dashboard: Board) -> ConnectionStatus:
+    """The AppSync Events connection: state, reconnects, backoff, keep-alives, rejections."""
+    return dashboard.sources.connection()
+
+
+def _function_info(status: FunctionStatus) -> FunctionInfo:
+    return FunctionInfo(
+        **vars(status), secret_keys=tuple(sorted(k for k in status.environment if is_secret_name(k)))
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The live feed
+
+_FUNCTIONS_JSON = TypeAdapter(list[FunctionInfo])
+_CONNECTION_JSON = TypeAdapter(ConnectionStatus)
+
+
+@router.get(
+    "/api/feed",
+    tags=["live feed"],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "Server-Sent Events: `hello` {keep, server_time}; `invocation` (an "
+            "invocation summary, each time one starts or changes); `cleared`; `connection` (as "
+            "GET /api/connection, when it changes); `functions` (as GET /api/functions, when they "
+            "change); `bye` before the stream ends (the browser reconnects by itself).",
+        }
+    },
+)
+async def feed(dashboard: Board) -> StreamingResponse:
+    """The live feed, as Server-Sent Events (EventSource in a browser)."""
+    return StreamingResponse(
+        _feed_stream(dashboard),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _snapshots(dashboard: Dashboard) -> dict[str, Callable[[], str]]:
+    """The JSON text of connection() and functions(), as the API serves them, by feed event name."""
+    return {
+        "connection": lambda: _CONNECTION_JSON.dump_json(dashboard.sources.connection()).decode(),
+        "functions": lambda: _FUNCTIONS_JSON.dump_json(dashboard.functions()).decode(),
+    }
+
+
+def _snapshot(name: str, read: Callable[[], str]) -> str | None:
+    """A snapshot's JSON text, None (and logged) if the source failed."""
+    try:
+        return read()
+    except Exception:
+        logger.exception("dashboard: reading %s() for the live feed failed", name)
+        return None
+
+
+def _records_sse(batch: list[InvocationRecord | None]) -> str:
+    """A batch of store changes as SSE text: one event per record (its latest state), in order."""
+    out: list[str] = []
+    pending: dict[str, InvocationRecord] = {}
+    for record in batch:
         if record is None:
-            raise HTTPException(
-                404,
-                f"no invocation {invocation_id!r} in memory: it never ran, was cleared, or is older "
-                f"than the last {store.keep} the dev server keeps",
-            )
-        return record
+            pending.clear()
+            out.clear()
+            out.append(_sse("cleared", {}))
+        else:  # keeps the place of its first change: new records arrive oldest first
+            pending[record.id] = record
+    out.extend(_sse("invocation", _summary(r)) for r in pending.values())
+    return "".join(out)
 
-    # -- the page ---------------------------------------------------------------------------------
 
-    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
-        return HTMLResponse(_static_text("index.html"), headers=_NO_CACHE)
-
-    @router.get("/docs", response_class=HTMLResponse, include_in_schema=False)
-    def docs(request: Request) -> HTMLResponse:
-        """The API's documentation, offline (create the app with `docs_url=None, redoc_url=None`)."""
-        return HTMLResponse(render_docs(request.app.openapi()), headers=_NO_CACHE)
-
-    @router.get("/static/{name}", include_in_schema=False)
-    def static(name: str) -> Response:
-        if name not in _STATIC:
-            raise HTTPException(404, f"no static file {name!r}")
-        return Response(_static_text(name), media_type=_STATIC[name], headers=_NO_CACHE)
-
-    # -- invocations ------------------------------------------------------------------------------
-
-    @router.get("/api/invocations", response_model=list[InvocationSummary], tags=["invocations"])
-    async def list_invocations(
-        function: str | None = Query(None, description="Only this function."),
-        status: list[str] = Query(
-            [],
-            description="Only these outcomes (repeatable): ok, handler_error, timeout, crashed, "
-            "init_error, livelambda_error, running, or `errors` for every failure.",
-        ),
-        outcome: list[str] = Query([], description="Same as `status`."),
-        source: str | None = Query(None, description="live | replay | local"),
-        q: str | None = Query(
-            None, description="Case-insensitive text searched in the event, response, logs, error, id."
-        ),
-        limit: int = Query(200, ge=1, le=100_000, description="At most this many, newest first."),
-    ) -> list[dict[str, Any]]:
-        """Invocation summaries, newest first, filtered."""
-        wanted = {s for value in (*status, *outcome) for s in value.split(",") if s}
-        needle = (q or "").strip().lower()
-        # The store is read on the event loop (where it changes); a text search, which encodes
-        # payloads of up to 6 MB, runs in a thread so that the dev server's heartbeats keep going.
-        candidates = [
-            record
-            for record in store.newest_first()
-            if (not function or record.function == function)
-            and (not source or record.source == source)
-            and _matches_status(record, wanted)
-        ]
-        if needle:
-            candidates = await run_in_threadpool(_search, candidates, needle, limit)
-        return [_summary(record) for record in candidates[:limit]]
-
-    @router.delete("/api/invocations", response_model=Cleared, tags=["invocations"])
-    async def clear_invocations() -> dict[str, int]:
-        """Forget every invocation (the feed of every open page empties too)."""
-        count = len(store)
-        store.clear()
-        return {"cleared": count}
-
-    @router.get(
-        "/api/invocations/{invocation_id}",
-        response_model=InvocationDetail,
-        tags=["invocations"],
-        responses={404: {"description": "Not in memory"}},
-    )
-    async def get_invocation(invocation_id: str) -> dict[str, Any]:
-        """One invocation whole: event, response, logs, error and stack trace, timings."""
-        return await run_in_threadpool(_detail, get_record(invocation_id))
-
-    async def download(invocation_id: str, part: str) -> Response:
-        record = get_record(invocation_id)
-        value = record.event if part == "event" else record.response
-        return Response(
-            await run_in_threadpool(lambda: dumps(value, indent=2).encode()),
-            media_type="application/json",
-            headers={"Content-Disposition": f'attachment; filename="{invocation_id}-{part}.json"'},
-        )
-
-    @router.get(
-        "/api/invocations/{invocation_id}/event",
-        tags=["invocations"],
-        responses={
-            200: {"content": {"application/json": {}}, "description": "The whole event"},
-            404: {"description": "Not in memory"},
-        },
-    )
-    async def download_event(invocation_id: str) -> Response:
-        """The whole event as a JSON file (attachment), never cut down nor masked."""
-        return await download(invocation_id, "event")
-
-    @router.get(
-        "/api/invocations/{invocation_id}/response",
-        tags=["invocations"],
-        responses={
-            200: {"content": {"application/json": {}}, "description": "The whole response"},
-            404: {"description": "Not in memory"},
-        },
-    )
-    async def download_response(invocation_id: str) -> Response:
-        """The whole response as a JSON file (attachment), never cut down nor masked."""
-        return await download(invocation_id, "response")
-
-    @router.post(
-        "/api/invocations/{invocation_id}/replay",
-        response_model=InvocationDetail,
-        tags=["invocations"],
-        responses={
-            400: {"description": "The body is not JSON"},
-            404: {"description": "Not in memory"},
-            502: {"description": "The replay failed"},
-        },
-    )
-    async def replay(invocation_id: str, body: ReplayRequest | None = Body(None)) -> dict[str, Any]:
-        """Run an invocation again on this machine, with its own event or with `event` from the body.
-        Answers when the replay has finished, with the new invocation (source "replay")."""
-        get_record(invocation_id)
-        event = body.event if body is not None and "event" in body.model_fields_set else None
-        try:
-            record = await sources.replay(invocation_id, event)
-        except HTTPException:
-            raise
-        except Exception as exc:
-            message = f"replay of {invocation_id} failed: {type(exc).__name__}: {exc}"
-            raise HTTPException(502, message) from exc
-        return await run_in_threadpool(_detail, record)
-
-    # -- functions and connection ---------------------------------------------------------------
-
-    @router.get("/api/functions", response_model=list[FunctionInfo], tags=["dev server"])
-    async def functions() -> list[dict[str, Any]]:
-        """The functions being run, their workers, code generation and last reload."""
-        return [_function(f) for f in sources.functions()]
-
-    @router.get("/api/connection", response_model=ConnectionInfo, tags=["dev server"])
-    async def connection() -> dict[str, Any]:
-        """The AppSync Events connection: state, reconnects, backoff, keep-alives, rejections."""
-        return sources.connection()
-
-    # -- live feed --------------------------------------------------------------------------------
-
-    def snapshot(name: str, read: Callable[[], Any]) -> str | None:
-        """The JSON text of connection() or functions(), None (and logged) if the source failed."""
-        try:
-            return json.dumps(read(), default=str, separators=(",", ":"))
-        except Exception:
-            logger.exception("dashboard: reading %s() for the live feed failed", name)
-            return None
-
-    def read_functions() -> list[dict[str, Any]]:
-        return [_function(f) for f in sources.functions()]
-
-    def records_sse(batch: list[InvocationRecord | None]) -> str:
-        """A batch of store changes as SSE text: one event per record (its latest state), in order."""
-        out: list[str] = []
-        pending: dict[str, InvocationRecord] = {}
-        for record in batch:
-            if record is None:
-                pending.clear()
-                out.clear()
-                out.append(_sse("cleared", {}))
-            else:  # keeps the place of its first change: new records arrive oldest first
-                pending[record.id] = record
-        out.extend(_sse("invocation", _summary(r)) for r in pending.values())
-        return "".join(out)
-
-    async def feed_stream() -> AsyncIterator[str]:
-        queue = store.listen()
-        try:
-            loop = asyncio.get_running_loop()
-            last = {"connection": snapshot("connection", sources.connection), "functions": None}
-            last["functions"] = snapshot("functions", read_functions)
-            head = "retry: 1000\n\n" + _sse("hello", {"keep": store.keep, "server_time": time.time()})
-            for name, text in last.items():
-                if text is not None:
-                    head += f"event: {name}\ndata: {text}\n\n"
-            yield head
-            end = loop.time() + max_stream_s
-            next_poll = loop.time() + poll_interval_s
-            last_sent = loop.time()
-            while True:
-                now = loop.time()
-                stopping = stop is not None and stop.is_set()
-                if now >= end or stopping:
-                    yield _sse("bye", {"reason": "stopping" if stopping else "renew"})
-                    return
-                try:
-                    first = await asyncio.wait_for(queue.get(), max(0.0, min(next_poll, end) - now))
-                except TimeoutError:
-                    pass
-                else:
-                    batch = [first]
-                    while not queue.empty() and len(batch) < 1000:
-                        batch.append(queue.get_nowait())
+async def _feed_stream(dashboard: Dashboard) -> AsyncIterator[str]:
+    store = dashboard.sources.store
+    stop = dashboard.stop
+    snapshots = _snapshots(dashboard)
+    queue = store.listen()
+    try:
+        loop = asyncio.get_running_loop()
+        last = {name: _snapshot(name, read) for name, read in snapshots.items()}
+        head = "retry: 1000\n\n" + _sse("hello", {"keep": store.keep, "server_time": time.time()})
+        for name, text in last.items():
+            if text is not None:
+                head += f"event: {name}\ndata: {text}\n\n"
+        yield head
+        end = loop.time() + dashboard.max_stream_s
+        next_poll = loop.time() + dashboard.poll_interval_s
+        last_sent = loop.time()
+        while True:
+            now = loop.time()
+            stopping = stop is not None and stop.is_set()
+            if now >= end or stopping:
+                yield _sse("bye", {"reason": "stopping" if stopping else "renew"})
+                return
+            try:
+                first = await asyncio.wait_for(queue.get(), max(0.0, min(next_poll, end) - now))
+            except TimeoutError:
+                pass
+            else:
+                batch = [first]
+                while not queue.empty() and len(batch) < 1000:
+                    batch.append(queue.get_nowait())
+                last_sent = loop.time()
+                yield _records_sse(batch)
+                if loop.time() < next_poll:
+                    continue
+            next_poll = loop.time() + dashboard.poll_interval_s
+            for name, read in snapshots.items():
+                text = _snapshot(name, read)
+                if text is not None and text != last[name]:
+                    last[name] = text
                     last_sent = loop.time()
-                    yield records_sse(batch)
-                    if loop.time() < next_poll:
-                        continue
-                next_poll = loop.time() + poll_interval_s
-                for name, read in (("connection", sources.connection), ("functions", read_functions)):
-                    text = snapshot(name, read)
-                    if text is not None and text != last[name]:
-                        last[name] = text
-                        last_sent = loop.time()
-                        yield f"event: {name}\ndata: {text}\n\n"
-                if loop.time() - last_sent > 15:
-                    last_sent = loop.time()
-                    yield ": keep-alive\n\n"
-        finally:
-            store.unlisten(queue)
-
-    @router.get(
-        "/api/feed",
-        tags=["live feed"],
-        response_class=StreamingResponse,
-        responses={
-            200: {
-                "content": {"text/event-stream": {}},
-                "description": "Server-Sent Events: `hello` {keep, server_time}; `invocation` (an "
-                "invocation summary, each time one starts or changes); `cleared`; `connection` (as "
-                "GET /api/connection, when it changes); `functions` (as GET /api/functions, when they "
-                "change); `bye` before the stream ends (the browser reconnects by itself).",
-            }
-        },
-    )
-    async def feed() -> StreamingResponse:
-        """The live feed, as Server-Sent Events (EventSource in a browser)."""
-        return StreamingResponse(
-            feed_stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-
-    return router
+                    yield f"event: {name}\ndata: {text}\n\n"
+            if loop.time() - last_sent > 15:
+                last_sent = loop.time()
+                yield ": keep-alive\n\n"
+    finally:
+        store.unlisten(queue)

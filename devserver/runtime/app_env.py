@@ -38,7 +38,7 @@ import tomllib
 
 from devserver.config import APP_ENV_DIR, AppConfig, FunctionConfig
 from devserver.session import state_dir
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import CallerFault
 
 Progress = Callable[[str], None]
 
@@ -56,7 +56,7 @@ ERROR_TYPE = "Livelambda.RuntimeMissing"  # as the runner reports an interpreter
 _failed: dict[Path, tuple[str, str]] = {}
 
 
-class AppEnvError(LivelambdaError):
+class AppEnvError(CallerFault):
     """The function's environment could not be made (pip failed, a declaration is unreadable)."""
 
     error_type = ERROR_TYPE

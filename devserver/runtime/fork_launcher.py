@@ -13,7 +13,9 @@ then exits once its last child has) when
   parent imports them too, so the next save does not pay for them;
 - the function's environment changes (modules may read it when imported).
 When it cannot start or dies, workers are started by the fallback launcher (SubprocessLauncher) and
-`note` says why; it is tried again later.
+`note` says why; it is tried again later. `restart()` starts afresh at once (the runner's
+per-generation policy), `retire()` lets a replaced launcher's forkservers exit once their children
+have.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from devserver.runtime.launcher import (
     Launcher,
     LaunchError,
+    LaunchKind,
     LaunchSpec,
     PopenHandle,
     ProcessHandle,
@@ -41,6 +45,7 @@ from devserver.runtime.launcher import (
     kill_group,
 )
 from devserver.runtime.logs import LogBuffer, PipeReader
+from devserver.status import ForkserverStatus
 
 log = logging.getLogger("livelambda.forkserver")
 
@@ -52,6 +57,19 @@ _RETRY_AFTER_S = 30.0  # after a failed start, spawn fresh interpreters this lon
 _PRELOAD_CHUNK = 500  # module names a message
 _SOCKET_BUFFER = 4 << 20
 _MAX_MSG = 1 << 20
+
+
+JsonObject = dict[str, Any]  # a message of the forkserver's channel
+
+
+def _resolver(future: asyncio.Future[None]) -> Callable[[], None]:
+    """A reader/writer callback that resolves `future` once."""
+
+    def resolve() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    return resolve
 
 
 class ForkServerError(LaunchError):
@@ -79,6 +97,8 @@ def fork_supported() -> str | None:
 class ForkedProcess:
     """A worker forked by a forkserver (a ProcessHandle). It is not our child: its exit code comes from
     the forkserver's "exited" message, or, if the forkserver died, from the process vanishing."""
+
+    kind: LaunchKind = "fork"
 
     def __init__(self, pid: int) -> None:
         self._pid = pid
@@ -119,7 +139,7 @@ async def _process_gone(pid: int) -> None:
         if fd is not None:
             loop = asyncio.get_running_loop()
             gone: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
+            loop.add_reader(fd, _resolver(gone))
             try:
                 await gone
             finally:
@@ -167,7 +187,7 @@ class ForkServerProcess:
         self.preload = list(preload)
         self.on_imported = on_imported
         self.on_lost = on_lost
-        self.info: dict[str, object] = {}  # the "ready" message
+        self.info: JsonObject = {}  # the "ready" message
         self.children: dict[int, ForkedProcess] = {}
         self.retiring = False
         self.lost: str | None = None  # why it is gone, once it is
@@ -175,8 +195,8 @@ class ForkServerProcess:
         self._sock: socket.socket | None = None
         self._stderr = LogBuffer(16 * 1024)
         self._stderr_reader: PipeReader | None = None
-        self._ready: asyncio.Future[dict[str, object]] | None = None
-        self._pending: dict[int, asyncio.Future[dict[str, object]]] = {}
+        self._ready: asyncio.Future[JsonObject] | None = None
+        self._pending: dict[int, asyncio.Future[JsonObject]] = {}
         self._ids = 0
         self._send_lock = asyncio.Lock()
         self._watch: asyncio.Task[None] | None = None
@@ -206,7 +226,7 @@ class ForkServerProcess:
             self._stderr_reader.drain()
         return self._stderr.text().strip()
 
-    async def start(self, timeout: float = START_TIMEOUT_S) -> dict[str, object]:
+    async def start(self, timeout: float = START_TIMEOUT_S) -> JsonObject:
         """Start the process and wait until it has preloaded; raises ForkServerError saying why not."""
         loop = asyncio.get_running_loop()
         try:
@@ -272,10 +292,10 @@ class ForkServerProcess:
                 f"a preloaded module imported {poisoned}, awslambdaric's native client, in the parent: "
                 "forked workers could not reach their own Runtime API"
             )
-        threads = int(info.get("threads") or 1)  # type: ignore[call-overload]
+        threads = int(info.get("threads") or 1)
         if threads > 1:
             await self.close()
-            culprits = [str(m) for m in info.get("threaded_by") or []]  # type: ignore[attr-defined]
+            culprits = [str(m) for m in info.get("threaded_by") or []]
             by = f" ({', '.join(culprits)})" if culprits else ""
             raise ForkServerThreaded(
                 f"preloading started {threads - 1} thread(s) in the forkserver{by}; forking a threaded "
@@ -299,7 +319,7 @@ class ForkServerProcess:
             "env_set": {k: v for k, v in env.items() if self.env.get(k) != v},
             "env_unset": [k for k in self.env if k not in env],
         }
-        reply: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        reply: asyncio.Future[JsonObject] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = reply
         try:
             await self._send(message, [spec.stdout, spec.stderr])
@@ -314,7 +334,7 @@ class ForkServerProcess:
             self._pending.pop(request_id, None)
         if answer.get("op") != "spawned":
             raise ForkServerError(f"the forkserver could not fork: {answer.get('error')}")
-        handle = self.children[int(answer["pid"])]  # type: ignore[arg-type]
+        handle = self.children[int(answer["pid"])]
         return handle
 
     def retire(self) -> None:
@@ -352,7 +372,7 @@ class ForkServerProcess:
 
     # -- the channel ---------------------------------------------------------------------------
 
-    async def _send(self, message: dict[str, object], fds: list[int] | None = None) -> None:
+    async def _send(self, message: JsonObject, fds: list[int] | None = None) -> None:
         data = json.dumps(message).encode()
         async with self._send_lock:
             while True:
@@ -368,7 +388,7 @@ class ForkServerProcess:
     async def _writable(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
-        loop.add_writer(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+        loop.add_writer(sock.fileno(), _resolver(ready))
         try:
             await ready
         finally:
@@ -396,24 +416,24 @@ class ForkServerProcess:
                 continue
             self._dispatch(message)
 
-    def _dispatch(self, message: dict[str, object]) -> None:
+    def _dispatch(self, message: JsonObject) -> None:
         op = message.get("op")
         if op == "ready":
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(message)
         elif op in ("spawned", "spawn_failed"):
             if op == "spawned":
-                pid = int(message["pid"])  # type: ignore[arg-type]
+                pid = int(message["pid"])
                 self.children[pid] = ForkedProcess(pid)
-            reply = self._pending.get(int(message.get("id") or 0))  # type: ignore[arg-type]
+            reply = self._pending.get(int(message.get("id") or 0))
             if reply is not None and not reply.done():
                 reply.set_result(message)
             elif op == "spawned":  # nobody waits for it any more (timed out): do not leak it
-                kill_group(int(message["pid"]), signal.SIGKILL)  # type: ignore[arg-type]
+                kill_group(int(message["pid"]), signal.SIGKILL)
         elif op == "exited":
-            child = self.children.pop(int(message["pid"]), None)  # type: ignore[arg-type]
+            child = self.children.pop(int(message["pid"]), None)
             if child is not None:
-                child._set_exit(int(message["returncode"]))  # type: ignore[arg-type]
+                child._set_exit(int(message["returncode"]))
             if self.retiring and not self.children:
                 self._close_soon()
         elif op == "imported":
@@ -458,8 +478,6 @@ def _describe(code: int) -> str:
 class ForkLauncher:
     """Forks workers of ONE function (interpreter, source directory, handler) from a warm forkserver."""
 
-    kind_fork = "fork"
-
     def __init__(
         self,
         python: Path,
@@ -489,6 +507,7 @@ class ForkLauncher:
         self._again: str | None = None  # another restart was asked for while one ran
         self._failed_at: float | None = None
         self._closed = False
+        self._retired = False  # replaced: no new forkserver; the ones left exit after their children
         unsupported = fork_supported()
         if unsupported:
             self.note = unsupported
@@ -497,7 +516,7 @@ class ForkLauncher:
     # -- state ---------------------------------------------------------------------------------
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> LaunchKind:
         """How workers start now: "fork" (from the forkserver) or "spawn" (fresh interpreters)."""
         return "fork" if self._current is not None and self._current.usable else "spawn"
 
@@ -505,19 +524,21 @@ class ForkLauncher:
     def server(self) -> ForkServerProcess | None:
         return self._current
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> ForkserverStatus:
         """For the dashboard: how workers start, and the forkserver's pid, Python and restarts."""
         self._forget_closed()
         server = self._current
-        return {
-            "kind": self.kind,
-            "pid": server.pid if server and server.usable else None,
-            "python": server.info.get("python") if server else None,
-            "preloaded_modules": server.info.get("modules") if server else None,
-            "restarts": self.restarts,
-            "restarting": self._task is not None and not self._task.done(),
-            "note": self.note,
-        }
+        python = server.info.get("python") if server else None
+        modules = server.info.get("modules") if server else None
+        return ForkserverStatus(
+            kind=self.kind,
+            pid=server.pid if server and server.usable else None,
+            python=str(python) if python is not None else None,
+            preloaded_modules=modules if isinstance(modules, int) else None,
+            restarts=self.restarts,
+            restarting=self._task is not None and not self._task.done(),
+            note=self.note,
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -531,21 +552,33 @@ class ForkLauncher:
 
     def restart_soon(self, reason: str) -> None:
         """Start a new forkserver in the background; the current one serves until it is ready."""
-        if self._closed:
+        if self._closed or self._retired:
             return
         if self._task is not None and not self._task.done():
             self._again = reason
             return
         self._task = asyncio.ensure_future(self._run_restarts(reason))
 
-    async def restart(self, reason: str) -> bool:
-        """Start a new forkserver now and wait for it."""
+    def restart(self, reason: str) -> None:
+        """Start afresh: launches from now on wait for a new forkserver; the current one retires (it
+        exits once its last child has)."""
+        if self._closed or self._retired:
+            return
+        old, self._current = self._current, None
+        if old is not None:
+            self._old.add(old)
+            old.retire()
         self.restart_soon(reason)
-        if self._task is not None:
-            await asyncio.shield(self._task)
-        return self.kind == "fork"
 
-    def set_env(self, env: Mapping[str, str]) -> None:
+    def retire(self) -> None:
+        """Replaced by another launcher: no new forkserver; each one exits once its last child has (its
+        workers drain). A launch from now on starts a fresh interpreter."""
+        self._retired = True
+        for server in (self._current, *self._old):
+            if server is not None:
+                server.retire()
+
+    def set_environment(self, env: Mapping[str, str]) -> None:
         """The function's environment changed: workers get it at once (each spawn carries its own
         environment); a new parent with it is started in the background."""
         env = dict(env)
@@ -598,7 +631,7 @@ class ForkLauncher:
             except ForkServerError as exc:
                 self._failed(reason, exc)
                 return
-        if self._closed:
+        if self._closed or self._retired:
             await server.close()
             return
         old, self._current = self._current, server
@@ -644,7 +677,7 @@ class ForkLauncher:
             self.restart_soon(f"new imports ({shown})")
 
     def _lost(self, server: ForkServerProcess) -> None:
-        if server is not self._current or self._closed:
+        if server is not self._current or self._closed or self._retired:
             return
         self._current = None
         self.note = f"forkserver lost ({server.lost}); restarting it"
@@ -676,6 +709,8 @@ class ForkLauncher:
         current = self._current
         if current is not None and current.usable:
             return current
+        if self._retired:
+            return None
         if self._task is None or self._task.done():
             if self._failed_at is not None and time.monotonic() - self._failed_at < _RETRY_AFTER_S:
                 return None  # it failed a moment ago: fresh interpreters until it is tried again

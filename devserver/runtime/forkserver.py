@@ -52,6 +52,7 @@ import selectors
 import signal
 import socket
 import sys
+from typing import Any, NoReturn
 
 _MAX_MSG = 4 << 20
 _PR_SET_PDEATHSIG = 1
@@ -130,7 +131,7 @@ class Modules:
         except Exception:
             pass
         for mod in (os, socket):  # the stdlib and lib-dynload, wherever this build keeps them
-            if getattr(mod, "__file__", None):
+            if mod.__file__:
                 roots.add(os.path.dirname(mod.__file__))
         self.roots = tuple(sorted({os.path.realpath(r) + os.sep for r in roots if r}))
         self.source = os.path.realpath(source)
@@ -397,7 +398,7 @@ class ForkServer:
             self.children.discard(pid)
             self.send({"op": "exited", "pid": pid, "returncode": os.waitstatus_to_exitcode(status)})
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> NoReturn:
         """Kill every child (and what it spawned), reap them, and exit."""
         for pid in list(self.children):
             for kill in (os.killpg, os.kill):
@@ -469,8 +470,8 @@ class ForkServer:
         if not sys.path or sys.path[0] != "":
             sys.path.insert(0, "")  # as `python -c`/`-m` has it: the working directory first
         # As a fresh `python -u`: unbuffered text streams on the new descriptors.
-        sys.stdout = sys.__stdout__ = _text_stream(1, "strict")
-        sys.stderr = sys.__stderr__ = _text_stream(2, "backslashreplace")
+        sys.stdout = sys.__stdout__ = _text_stream(1, "strict")  # type: ignore[misc]
+        sys.stderr = sys.__stderr__ = _text_stream(2, "backslashreplace")  # type: ignore[misc]
         # Lambda's code directory is read-only: no bytecode is written there. Here it also keeps a
         # save within the same second as the last one (same size) from loading a stale .pyc.
         sys.dont_write_bytecode = True
@@ -496,7 +497,7 @@ class ForkServer:
             return
         baseline, modules = self.baseline, self.modules
 
-        def _get_handler(handler: str):  # type: ignore[no-untyped-def]
+        def _get_handler(handler: str) -> Any:
             try:
                 return original(handler)
             finally:

@@ -1,8 +1,8 @@
 """How a worker process comes to life. The Worker owns the Runtime API and the pipes; a Launcher
 only starts `awslambdaric` with the environment and output descriptors it is given.
 
-`SubprocessLauncher` starts a fresh interpreter. The dev server adds a fork-based launcher
-(forkserver.py) that answers the same protocol.
+`SubprocessLauncher` starts a fresh interpreter; `ForkLauncher` (fork_launcher.py) forks one from a
+warm parent. Both implement `Launcher`, so the pool and the runner never ask which one they hold.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from stub_runtime.errors import DevServerFault
+
+if TYPE_CHECKING:
+    from devserver.status import ForkserverStatus
+
+LaunchKind = Literal["fork", "spawn"]  # forked from a warm forkserver, or a fresh interpreter
 
 
 @dataclass(frozen=True)
@@ -35,22 +42,66 @@ class ProcessHandle(Protocol):
     @property
     def pid(self) -> int: ...
 
+    @property
+    def kind(self) -> LaunchKind:
+        """How it started."""
+        ...
+
     async def wait(self) -> int:
         """Wait for the process to end; its exit code, negative when a signal killed it."""
         ...
 
 
 class Launcher(Protocol):
+    """Starts the worker processes of one function, and says how for the dashboard."""
+
+    @property
+    def kind(self) -> LaunchKind:
+        """How the next worker would start."""
+        ...
+
+    @property
+    def note(self) -> str | None:
+        """Why workers start the way they do, when that needs saying (a forkserver that failed...)."""
+        ...
+
+    def info(self) -> ForkserverStatus | None:
+        """The forkserver's state for the dashboard; None when there is none."""
+        ...
+
+    async def start(self) -> bool:
+        """Get ready to launch (a forkserver preloads); True when workers will be forked."""
+        ...
+
     async def launch(self, spec: LaunchSpec) -> ProcessHandle: ...
 
+    def set_environment(self, env: Mapping[str, str]) -> None:
+        """The function's Lambda environment changed (modules may read it when imported)."""
+        ...
 
-class LaunchError(OSError):
+    def restart(self, reason: str) -> None:
+        """Start afresh: launches from now on wait for a new parent (the current one retires)."""
+        ...
+
+    def retire(self) -> None:
+        """Replaced by another launcher: start nothing new; the workers it started drain, then
+        whatever serves them exits."""
+        ...
+
+    async def close(self) -> None:
+        """Stop now, with whatever it still runs."""
+        ...
+
+
+class LaunchError(DevServerFault, OSError):
     """The interpreter could not be started (missing, not executable...)."""
 
 
 class PopenHandle:
     """A child started with subprocess.Popen; its exit is watched with a pidfd where the OS has them
     (Linux), else by a thread blocked in waitpid."""
+
+    kind: LaunchKind = "spawn"
 
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self._popen = popen
@@ -109,7 +160,31 @@ def awslambdaric_argv(python: Path, handler: str) -> list[str]:
 
 
 class SubprocessLauncher:
-    """`python -m awslambdaric HANDLER` in a new session, as a fresh interpreter."""
+    """`python -m awslambdaric HANDLER` in a new session, as a fresh interpreter. Nothing to start,
+    restart or stop: each launch stands alone."""
+
+    kind: LaunchKind = "spawn"
+
+    def __init__(self, note: str | None = None) -> None:
+        self.note = note
+
+    def info(self) -> None:
+        return None
+
+    async def start(self) -> bool:
+        return False
+
+    def set_environment(self, env: Mapping[str, str]) -> None:
+        pass  # each launch carries its whole environment
+
+    def restart(self, reason: str) -> None:
+        pass
+
+    def retire(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
     async def launch(self, spec: LaunchSpec) -> PopenHandle:
         try:

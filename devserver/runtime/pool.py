@@ -1,6 +1,15 @@
-"""The workers of one function: a free warm worker serves the next invocation, a new one starts when
-all are busy, up to `max_workers`; beyond that callers wait in line or are throttled. Dead workers are
-dropped (the next invocation starts a fresh one), idle ones are recycled after `idle_recycle_s`."""
+"""The workers of one function, used by the cloud's sandboxes and by the dev server's runner.
+
+A free warm worker serves the next invocation, a new one starts when all are busy, up to
+`max_workers`; beyond that callers wait in line or are throttled. Dead workers are dropped (the next
+invocation starts a fresh one), idle ones are recycled after `idle_recycle_s`.
+
+Code generations (the dev server's reloads): every worker loads the code of one generation, and an
+invocation runs on a worker of the pool's current `generation`. `set_generation(n)` stops the idle
+workers of older ones at once; the busy ones finish their invocation, then stop (they drain).
+`prewarm()` starts a worker ahead of demand: the next invocation takes it even while it still loads.
+`function` and `launcher` apply to the workers started from then on.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +18,7 @@ import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from devserver.config import FunctionConfig
 from devserver.runtime import app_env
@@ -16,16 +26,16 @@ from devserver.runtime.invocation import InvocationOutcome, InvocationRequest, e
 from devserver.runtime.launcher import Launcher, SubprocessLauncher
 from devserver.runtime.logs import DEFAULT_LOG_LIMIT
 from devserver.runtime.worker import DEFAULT_INIT_TIMEOUT_S, Worker, WorkerState
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import CallerFault, DevServerFault
 
 
-class TooManyRequests(LivelambdaError):
+class TooManyRequests(CallerFault):
     """Every worker of the function is busy and the caller asked not to wait (Lambda's throttle)."""
 
     error_type = "TooManyRequestsException"
 
 
-class PoolClosed(LivelambdaError):
+class PoolClosed(DevServerFault):
     error_type = "Livelambda.PoolClosed"
 
 
@@ -47,7 +57,28 @@ class PoolStats:
     sandboxes: list[SandboxInfo] = field(default_factory=list)
 
 
+@dataclass(eq=False)
+class _Member:
+    """A worker of the pool, its launch (awaited before it is used or stopped), and whether an
+    invocation holds it."""
+
+    worker: Worker
+    started: asyncio.Future[None]
+    reserved: bool = False
+
+    def free(self, generation: int) -> bool:
+        """Can take an invocation of `generation`: launching, loading or idle, and held by none."""
+        worker = self.worker
+        return (
+            not self.reserved
+            and worker.generation == generation
+            and worker.state in ("new", "starting", "idle", "frozen")
+        )
+
+
 class WorkerPool:
+    """The workers of one function (see the module docstring)."""
+
     def __init__(
         self,
         function: FunctionConfig,
@@ -64,17 +95,19 @@ class WorkerPool:
         extra_pythonpath: Sequence[str] = (),
         init_timeout_s: float = DEFAULT_INIT_TIMEOUT_S,
         log_limit: int = DEFAULT_LOG_LIMIT,
+        measure_memory: bool = True,
     ) -> None:
         if max_workers < 1:
             raise ValueError("a pool needs at least one worker")
-        self.function = function
+        self.function = function  # what new workers run
+        self.launcher: Launcher = launcher or SubprocessLauncher()  # how new workers start
+        self.generation = 0
         self.max_workers = max_workers
         self.queue = queue
         self.freeze_idle = freeze_idle
         self.idle_recycle_s = idle_recycle_s
-        self._launcher = launcher or SubprocessLauncher()
-        self._worker_options = {
-            "launcher": self._launcher,
+        self.init_timeout_s = init_timeout_s
+        self._worker_options: dict[str, Any] = {
             "region": region,
             "account": account,
             "handler": handler,
@@ -83,8 +116,9 @@ class WorkerPool:
             "freeze_when_idle": freeze_idle,
             "init_timeout_s": init_timeout_s,
             "log_limit": log_limit,
+            "measure_memory": measure_memory,
         }
-        self._workers: list[Worker] = []
+        self._members: list[_Member] = []
         self._slots = asyncio.Semaphore(max_workers)
         self._active = 0
         self._idle = asyncio.Event()
@@ -93,6 +127,7 @@ class WorkerPool:
         self._recycler: asyncio.Task[None] | None = None
         self._env_ready = function.app_env is None  # else made (or checked) before the first worker
         self._stopping: set[asyncio.Task[None]] = set()
+        self._warming: set[asyncio.Task[Worker]] = set()
         self.invocations = 0
         self.cold_starts = 0
         self.throttles = 0
@@ -100,11 +135,12 @@ class WorkerPool:
 
     @property
     def workers(self) -> list[Worker]:
-        return list(self._workers)
+        return [m.worker for m in self._members]
 
     async def invoke(self, request: InvocationRequest, *, queue: bool | None = None) -> InvocationOutcome:
-        """Run `request` on a free warm worker, else on a new one. When `max_workers` are busy: wait for
-        one if `queue` (default: the pool's setting), else raise TooManyRequests."""
+        """Run `request` on a free worker of the current generation, else on a new one. When
+        `max_workers` are busy: wait for one if `queue` (default: the pool's setting), else raise
+        TooManyRequests."""
         if self._closed:
             raise PoolClosed(f"the workers of {self.function.name} are shut down")
         if not (self.queue if queue is None else queue) and self._slots.locked():
@@ -112,6 +148,8 @@ class WorkerPool:
             raise TooManyRequests("Rate Exceeded.")
         self._start_recycler()
         async with self._slots:
+            if self._closed:  # closed while it waited in line
+                raise PoolClosed(f"the workers of {self.function.name} are shut down")
             self._active += 1
             self._idle.clear()
             try:
@@ -122,56 +160,95 @@ class WorkerPool:
                     self._idle.set()
 
     async def _invoke(self, request: InvocationRequest) -> InvocationOutcome:
-        worker = self._take_warm()
-        if worker is None and not self._env_ready:
+        member = self._take()
+        if member is None and not self._env_ready:
             problem = await app_env.prepare(self.function)  # once: the function's own venv, made off-loop
             if problem is not None:
                 self.invocations += 1
                 self.errors += 1
-                return env_failure(request, problem)
+                return env_failure(request, problem, self.generation)
             self._env_ready = True
-        if worker is None:
-            worker = Worker(self.function, **self._worker_options)  # type: ignore[arg-type]
-            self._workers.append(worker)
-            try:
-                await worker.start()
-            except OSError as exc:
-                self._workers.remove(worker)
-                self.invocations += 1
-                self.errors += 1
-                return launch_failure(request, worker, exc)
+        if member is None:
+            member = self._add()
+        member.reserved = True
         self.invocations += 1
+        worker = member.worker
         try:
-            outcome = await worker.invoke(request)
+            if not member.started.done():
+                await asyncio.shield(member.started)
+            if worker.launch_error is not None:
+                outcome = launch_failure(request, worker, worker.launch_error)
+            else:
+                outcome = await worker.invoke(request)
         finally:
-            if not worker.alive:
-                self._discard(worker)
-        if outcome.cold:
+            member.reserved = False
+            self._settle(member)
+        if outcome.cold and outcome.launcher is not None:  # a process started for it
             self.cold_starts += 1
         if not outcome.ok:
             self.errors += 1
         return outcome
 
-    def _take_warm(self) -> Worker | None:
-        """The most recently used free worker (the others stay idle and get recycled)."""
+    def prewarm(self) -> asyncio.Future[Worker]:
+        """Start a worker of the current generation ahead of demand. The future ends with it once it
+        has loaded the handler, failed to, or used up its init time."""
+        if self._closed:
+            raise PoolClosed(f"the workers of {self.function.name} are shut down")
+        task = asyncio.ensure_future(self._warm_up(self._add()))
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
+        return task
+
+    async def _warm_up(self, member: _Member) -> Worker:
+        await asyncio.shield(member.started)
+        worker = member.worker
+        if worker.launch_error is None and not await worker.wait_ready(self.init_timeout_s):
+            self._prune()  # its init failed (an invocation holding it reports why)
+        return worker
+
+    def set_generation(self, generation: int) -> None:
+        """Invocations from now on run on workers of `generation`: the idle workers of older ones stop
+        now, the busy ones once their invocation ends."""
+        self.generation = generation
+        for member in list(self._members):
+            if member.worker.generation < generation and not member.reserved:
+                self._remove(member)
+
+    def _take(self) -> _Member | None:
+        """The most recently used idle worker (the others stay idle and get recycled), else one that
+        is still starting."""
         self._prune()
-        free = [w for w in self._workers if w.alive and not w.busy]
-        if not free:
-            return None
-        return max(free, key=lambda w: w.idle_since)
+        free = [m for m in self._members if m.free(self.generation)]
+        idle = [m for m in free if m.worker.state in ("idle", "frozen")]
+        if idle:
+            return max(idle, key=lambda m: m.worker.idle_since)
+        return free[0] if free else None
+
+    def _add(self) -> _Member:
+        worker = Worker(
+            self.function, launcher=self.launcher, generation=self.generation, **self._worker_options
+        )
+        member = _Member(worker, asyncio.ensure_future(_launch(worker)))
+        self._members.append(member)
+        return member
+
+    def _settle(self, member: _Member) -> None:
+        """After an invocation: keep the worker warm, or let it go (dead, or of an older generation)."""
+        if not member.worker.alive or member.worker.generation != self.generation:
+            self._remove(member)
 
     def _prune(self) -> None:
         """Drop workers that died while idle (killed from outside, init failed after a warm-up...)."""
-        for worker in list(self._workers):
-            if worker.state == "dead" and not worker.busy:
-                self._discard(worker)
+        for member in list(self._members):
+            if not member.reserved and member.worker.state == "dead":
+                self._remove(member)
 
-    def _discard(self, worker: Worker) -> None:
-        if worker in self._workers:
-            self._workers.remove(worker)
-        task = asyncio.ensure_future(worker.stop())
-        self._stopping.add(task)
-        task.add_done_callback(self._stopping.discard)
+    def _remove(self, member: _Member) -> None:
+        if member in self._members:
+            self._members.remove(member)
+            task = asyncio.ensure_future(_stop(member))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
 
     def _start_recycler(self) -> None:
         if self.idle_recycle_s is None or self._recycler is not None:
@@ -184,25 +261,31 @@ class WorkerPool:
         while not self._closed:
             await asyncio.sleep(interval)
             cutoff = time.monotonic() - self.idle_recycle_s
-            for worker in list(self._workers):
+            for member in list(self._members):
+                if member.reserved:
+                    continue
+                worker = member.worker
                 state = worker.state
                 idle = state in ("idle", "frozen", "starting") and worker.idle_since < cutoff
                 if state == "dead" or idle:
-                    self._discard(worker)
+                    self._remove(member)
 
     async def drain(self) -> None:
         """Wait until no invocation is running."""
         await self._idle.wait()
 
     async def close(self) -> None:
-        """Stop every worker now (running invocations end as crashed)."""
+        """Stop every worker now (running invocations end as crashed). The launcher is its owner's."""
         self._closed = True
         if self._recycler is not None:
             self._recycler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recycler
-        workers, self._workers = self._workers, []
-        await asyncio.gather(*(w.stop() for w in workers), *self._stopping, return_exceptions=True)
+        for task in self._warming:
+            task.cancel()
+        members, self._members = self._members, []
+        stops = [_stop(m) for m in members]
+        await asyncio.gather(*stops, *self._stopping, *self._warming, return_exceptions=True)
 
     def stats(self) -> PoolStats:
         self._prune()
@@ -212,12 +295,24 @@ class WorkerPool:
             cold_starts=self.cold_starts,
             throttles=self.throttles,
             errors=self.errors,
-            sandboxes=[SandboxInfo(w.id, w.pid, w.state, w.invocations) for w in self._workers],
+            sandboxes=[SandboxInfo(w.id, w.pid, w.state, w.invocations) for w in self.workers],
         )
 
 
-def env_failure(request: InvocationRequest, problem: str) -> InvocationOutcome:
-    """The function's environment could not be made (app_env.py says why): no worker can start."""
+async def _launch(worker: Worker) -> None:
+    with contextlib.suppress(OSError):  # kept as worker.launch_error: the invocation that takes it says it
+        await worker.start()
+
+
+async def _stop(member: _Member) -> None:
+    with contextlib.suppress(BaseException):
+        await asyncio.shield(member.started)  # never stop a worker half-launched: its process would leak
+    await member.worker.stop()
+
+
+def env_failure(request: InvocationRequest, problem: str, generation: int = 0) -> InvocationOutcome:
+    """The function's environment could not be made, or its interpreter cannot run awslambdaric
+    (app_env.py, environment.py say why): no worker can start."""
     return InvocationOutcome(
         request_id=request.request_id,
         status="init_error",
@@ -228,6 +323,7 @@ def env_failure(request: InvocationRequest, problem: str) -> InvocationOutcome:
         init_duration_ms=None,
         worker_id="",
         cold=True,
+        generation=generation,
     )
 
 
@@ -246,4 +342,5 @@ def launch_failure(request: InvocationRequest, worker: Worker, exc: OSError) -> 
         init_duration_ms=None,
         worker_id=worker.id,
         cold=True,
+        generation=worker.generation,
     )

@@ -9,6 +9,10 @@ Lambda's semantics for one sandbox.
 - A process that dies mid-invocation gives `Runtime.ExitError` ("signal: segmentation fault").
 - With `freeze_when_idle`, the process group is stopped (SIGSTOP) as soon as the runtime asks for the
   next event and none is waiting, and continued (SIGCONT) when one comes, as Lambda freezes sandboxes.
+
+An invocation's outcome is made once, where it becomes known (the runtime's answer, inside the Runtime
+API's callback; the timer; the process's exit), handed to the request's `on_result` hook there, and
+returned by `invoke` a loop step later: the same object both ways.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from devserver.runtime.invocation import (
 from devserver.runtime.launcher import (
     Launcher,
     LaunchError,
+    LaunchKind,
     LaunchSpec,
     ProcessHandle,
     SubprocessLauncher,
@@ -50,7 +55,7 @@ from devserver.runtime.launcher import (
 )
 from devserver.runtime.logs import DEFAULT_LOG_LIMIT, LogBuffer, PipeReader
 from devserver.runtime.runtime_api import RuntimeApiServer
-from stub_runtime.errors import LivelambdaError
+from stub_runtime.errors import DevServerFault
 
 WorkerState = Literal["new", "starting", "idle", "busy", "frozen", "dead"]
 
@@ -68,24 +73,21 @@ def _kill_leftovers() -> None:
         kill_group(pid, signal.SIGKILL)
 
 
-class WorkerBusy(LivelambdaError):
+class WorkerBusy(DevServerFault):
     """A worker runs one invocation at a time; the caller (the pool) broke that rule."""
 
     error_type = "Livelambda.WorkerBusy"
 
 
 log = logging.getLogger("livelambda.worker")
-_Outcome = tuple[Status, bytes, str | None]  # (status, payload, error type)
-# (request id, status, payload, the handler's output so far), called as the runtime's answer arrives,
-# before the outcome's bookkeeping: the live bridge publishes the result from there, one loop step sooner.
-AnswerCallback = Callable[[str, str, bytes, str], Any]
 Deliver = Callable[[InvocationRequest], None]  # answers a pending GET /invocation/next
 
 
 @dataclass
 class _Inflight:
     request: InvocationRequest
-    done: asyncio.Future[_Outcome]
+    done: asyncio.Future[InvocationOutcome]
+    cold: bool  # the worker's first invocation: its init is counted in
     delivered_at: float | None = None  # monotonic
 
 
@@ -105,12 +107,13 @@ class Worker:
         log_limit: int = DEFAULT_LOG_LIMIT,
         worker_id: str | None = None,
         measure_memory: bool = True,
-        on_answer: AnswerCallback | None = None,
+        generation: int = 0,
     ) -> None:
         self.function = function
-        self.on_answer = on_answer
+        self.generation = generation  # the code generation it loads (the dev server's reloads)
         self.measure_memory = measure_memory  # "Max Memory Used" costs a /proc read per invocation
-        self.id = worker_id or f"{function.name}-{next(_ids)}"
+        tag = f"{function.name}-g{generation}" if generation else function.name
+        self.id = worker_id or f"{tag}-{next(_ids)}"
         self.handler = handler or function.handler
         self.region = region
         self.arn = function_arn(function.name, region, account)
@@ -119,6 +122,7 @@ class Worker:
         self.invocations = 0  # invocations this worker has run (or tried to)
         self.idle_since = time.monotonic()
         self.returncode: int | None = None
+        self.launch_error: OSError | None = None  # why its process could not be started
         self._launcher: Launcher = launcher or SubprocessLauncher()
         self._extra_env = dict(extra_env or {})
         self._extra_pythonpath = tuple(extra_pythonpath)
@@ -146,6 +150,11 @@ class Worker:
         return self._proc.pid if self._proc else None
 
     @property
+    def launch_kind(self) -> LaunchKind | None:
+        """How its process started ("fork" or "spawn"); None before it did."""
+        return self._proc.kind if self._proc else None
+
+    @property
     def alive(self) -> bool:
         """Started, and neither exited, nor failed its init, nor being stopped."""
         return self._started and not self._exited.is_set() and not self._stopping and self._init_error is None
@@ -155,16 +164,14 @@ class Worker:
         return self._inflight is not None
 
     @property
-    def frozen(self) -> bool:
-        return self._frozen
-
-    @property
     def ready(self) -> bool:
         """The runtime has loaded the handler and waits for an event."""
         return self._poll is not None
 
     @property
     def state(self) -> WorkerState:
+        if self.launch_error is not None:
+            return "dead"
         if not self._started:
             return "new"
         if not self.alive:
@@ -214,10 +221,12 @@ class Worker:
         self._launched_at = time.monotonic()
         try:
             self._proc = await self._launcher.launch(spec)
-        except BaseException:
+        except BaseException as exc:
             for fd in (out_r, out_w, err_r, err_w):
                 os.close(fd)
             await self._server.close()
+            if isinstance(exc, OSError):
+                self.launch_error = exc
             raise
         os.close(out_w)
         os.close(err_w)
@@ -280,30 +289,31 @@ class Worker:
             )
         if not self._started:
             await self.start()
-        loop = asyncio.get_running_loop()
-        inflight = _Inflight(request, loop.create_future())
+        inflight = _Inflight(request, asyncio.get_running_loop().create_future(), cold=self.invocations == 0)
         self._inflight = inflight
-        cold = self.invocations == 0
         self.invocations += 1
         try:
-            status, payload, error_type = await self._run(inflight)
+            outcome = await self._run(inflight)
         except asyncio.CancelledError:
             # The caller gave up mid-invocation: the runtime holds an event nobody waits for.
             if self._proc is not None:
                 kill_group(self._proc.pid, signal.SIGKILL)
             self._inflight = None
             raise
-        return self._finish(inflight, status, payload, error_type, cold)
+        self._inflight = None
+        self.idle_since = time.monotonic()
+        if self.freeze_when_idle and self._poll is not None:
+            self.freeze()  # the runtime already asked for the next event
+        return outcome
 
-    async def _run(self, inflight: _Inflight) -> _Outcome:
+    async def _run(self, inflight: _Inflight) -> InvocationOutcome:
         request = inflight.request
         if self._init_error is not None:
-            return "init_error", *self._init_error
+            return self._settle(inflight, "init_error", *self._init_error)
         if self._exited.is_set() or self._stopping:
-            return (
-                "crashed",
-                exit_payload(request.request_id, self.returncode or -signal.SIGKILL),
-                "Runtime.ExitError",
+            code = self.returncode or -signal.SIGKILL
+            return self._settle(
+                inflight, "crashed", exit_payload(request.request_id, code), "Runtime.ExitError"
             )
         self.thaw()
         # 1. Wait for the runtime to ask for work (it is loading the handler on a cold start).
@@ -312,19 +322,19 @@ class Worker:
             if request.deadline_ms is not None:
                 wait_s = min(wait_s, max(0.0, request.deadline_ms / 1000 - time.time()))
             polled = asyncio.ensure_future(self._polled.wait())
+            either: set[asyncio.Future[Any]] = {polled, inflight.done}
             try:
-                await asyncio.wait(
-                    {polled, inflight.done}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
-                )
+                await asyncio.wait(either, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 polled.cancel()
+            if self._poll is None and not inflight.done.done():
+                # Timed out first: the process that is killed now must not end it as a crash.
+                self._settle(
+                    inflight, "timeout", timeout_payload(request.request_id, wait_s), "Sandbox.Timedout"
+                )
+                await self._kill()
             if inflight.done.done():
                 return inflight.done.result()
-            if self._poll is None:
-                await self._kill()
-                if inflight.done.done() and inflight.done.result()[0] == "init_error":
-                    return inflight.done.result()
-                return "timeout", timeout_payload(request.request_id, wait_s), "Sandbox.Timedout"
         # 2. Hand the event over, with the deadline the runtime will see.
         timeout_s = self.function.timeout if request.timeout_s is None else request.timeout_s
         stated_s = timeout_s  # what a timeout says, as Lambda states the nominal timeout
@@ -348,20 +358,21 @@ class Worker:
         # 3. Wait for the answer, the end of the process, or the deadline. A timer that settles the
         # future, not wait_for(shield()): the answer then reaches the caller one loop step after it
         # arrives instead of three (and before the runtime's next poll is read).
-        timer = asyncio.get_running_loop().call_later(timeout_s, _time_out, inflight, stated_s)
+        timer = asyncio.get_running_loop().call_later(timeout_s, self._time_out, inflight, stated_s)
         try:
             outcome = await inflight.done
         finally:
             timer.cancel()
-        if outcome[0] == "timeout":
+        if outcome.status == "timeout":
             await self._kill()
         return outcome
 
-    def _finish(
-        self, inflight: _Inflight, status: Status, payload: bytes, error_type: str | None, cold: bool
+    def _settle(
+        self, inflight: _Inflight, status: Status, payload: bytes, error_type: str | None
     ) -> InvocationOutcome:
+        """The invocation's outcome, made once: to the request's hook now, to `invoke` a step later."""
         if self._reader is not None:
-            self._reader.drain()
+            self._reader.drain()  # the runtime wrote the output before its answer
         logs, self._logs = self._logs, LogBuffer(self._log_limit)
         end = time.monotonic()
         started = inflight.delivered_at if inflight.delivered_at is not None else end
@@ -373,16 +384,27 @@ class Worker:
             logs=logs.text(),
             logs_cut_bytes=logs.total_cut(),
             duration_ms=(end - started) * 1000,
-            init_duration_ms=self.init_duration_ms if cold else None,
+            init_duration_ms=self.init_duration_ms if inflight.cold else None,
             worker_id=self.id,
-            cold=cold,
+            cold=inflight.cold,
             max_memory_mb=_peak_memory_mb(self.pid) if self.measure_memory and self.alive else None,
+            generation=self.generation,
+            launcher=self.launch_kind,
         )
-        self._inflight = None
-        self.idle_since = time.monotonic()
-        if self.freeze_when_idle and self._poll is not None:
-            self.freeze()  # the runtime already asked for the next event
+        inflight.done.set_result(outcome)
+        hook = inflight.request.on_result
+        if hook is not None:
+            try:
+                hook(outcome)
+            except Exception:  # the outcome still reaches the caller the usual way
+                log.exception("the on_result hook of request %s failed", outcome.request_id)
         return outcome
+
+    def _time_out(self, inflight: _Inflight, timeout_s: float) -> None:
+        if not inflight.done.done():
+            request = inflight.request
+            expired = timeout_payload(request.request_id, timeout_s, request.timeout_note)
+            self._settle(inflight, "timeout", expired, "Sandbox.Timedout")
 
     async def _kill(self) -> None:
         if self._proc is not None and not self._exited.is_set():
@@ -405,21 +427,14 @@ class Worker:
         inflight = self._inflight
         if inflight is not None and not inflight.done.done():
             if self._init_error is not None:
-                inflight.done.set_result(("init_error", *self._init_error))
+                self._settle(inflight, "init_error", *self._init_error)
             else:
-                inflight.done.set_result(
-                    ("crashed", exit_payload(inflight.request.request_id, code), "Runtime.ExitError")
+                self._settle(
+                    inflight, "crashed", exit_payload(inflight.request.request_id, code), "Runtime.ExitError"
                 )
 
     def _logs_write(self, data: bytes) -> None:
         self._logs.write(data)
-
-    def _output(self) -> str:
-        """The invocation's output so far: the runtime wrote it before its answer, so it is in the
-        pipes if the loop has not read it yet."""
-        if self._reader is not None:
-            self._reader.drain()
-        return self._logs.text() if self._logs.written else ""
 
     # -- the Runtime API, called by the server -------------------------------------------------
 
@@ -449,23 +464,17 @@ class Worker:
                 f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload size "
                 f"({MAX_RESPONSE_BYTES} bytes)."
             )
-            self._answered(
-                inflight,
-                (
-                    "handler_error",
-                    error_payload("Function.ResponseSizeTooLarge", message),
-                    "Function.ResponseSizeTooLarge",
-                ),
-            )
+            too_large = "Function.ResponseSizeTooLarge"
+            self._settle(inflight, "handler_error", error_payload(too_large, message), too_large)
         else:
-            self._answered(inflight, ("ok", body, None))
+            self._settle(inflight, "ok", body, None)
         return True
 
     def invocation_error(self, request_id: str, body: bytes, error_type: str | None) -> bool:
         inflight = self._current(request_id)
         if inflight is None:
             return False
-        self._answered(inflight, ("handler_error", body, _error_type(body) or error_type or "Unhandled"))
+        self._settle(inflight, "handler_error", body, _error_type(body) or error_type or "Unhandled")
         return True
 
     def init_error(self, body: bytes, error_type: str | None) -> None:
@@ -475,15 +484,7 @@ class Worker:
         self._init_error = (body, error_type)
         inflight = self._inflight
         if inflight is not None and not inflight.done.done():
-            self._answered(inflight, ("init_error", body, error_type))
-
-    def _answered(self, inflight: _Inflight, outcome: _Outcome) -> None:
-        inflight.done.set_result(outcome)
-        if self.on_answer is not None:
-            try:
-                self.on_answer(inflight.request.request_id, outcome[0], outcome[1], self._output())
-            except Exception:  # the answer still reaches the caller the usual way
-                log.exception("the answer callback of worker %s failed", self.id)
+            self._settle(inflight, "init_error", body, error_type)
 
     def _current(self, request_id: str) -> _Inflight | None:
         inflight = self._inflight
@@ -495,13 +496,6 @@ class Worker:
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} pid={self.pid} {self.state}>"
-
-
-def _time_out(inflight: _Inflight, timeout_s: float) -> None:
-    if not inflight.done.done():
-        request = inflight.request
-        expired = timeout_payload(request.request_id, timeout_s, request.timeout_note)
-        inflight.done.set_result(("timeout", expired, "Sandbox.Timedout"))
 
 
 def _error_type(body: bytes) -> str | None:

@@ -3,6 +3,8 @@
 - `frames`: sans-I/O builders and parser of the wire frames (../shared/PROTOCOL.md).
 - `auth`: ApiKeyAuth, IamAuth (SigV4; botocore imported only when signing), TokenAuth.
 - `errors`: what can fail, shared by both clients; `publishing`: batches of five, results, HTTP publish.
+- `session`: AppSyncSession, sans-I/O: one connection's protocol (texts and times in, events out),
+  driven by both clients; `ws_messages`: whole WebSocket messages from websockets' frames.
 - `client`: AppSyncEventsClient, one WebSocket connection plus HTTP publish, asyncio (the dev server).
 - `reconnecting`: ReconnectingClient, the asyncio shell around `stub_runtime.reconnect.ReconnectPolicy`
   that keeps the dev server's connection up.
@@ -36,6 +38,7 @@ _EXPORTS = {
     "ConnectGiveUp": "errors",
     "CircuitOpen": "errors",
     "PublishResult": "publishing",
+    "AppSyncSession": "session",
     "ReconnectingClient": "reconnecting",
     "ConnectionState": "reconnecting",
     "BlockingConnection": "blocking",

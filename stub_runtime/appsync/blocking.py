@@ -2,12 +2,13 @@
 
 A sandbox runs one invocation at a time and its runtime waits for the handler to return, so the stub
 needs no concurrency: it writes a publish, then reads frames until the answer it waits for arrives,
-every read bounded by a deadline. websockets' sans-I/O `ClientProtocol` speaks WebSocket and `frames`
-speaks AppSync; this module only moves bytes between them and a socket. (The dev server, which does
-many things at once, uses the asyncio client in `client.py`.)
+every read bounded by a deadline. websockets' sans-I/O `ClientProtocol` speaks WebSocket and
+`session.AppSyncSession` speaks AppSync (the dev server's asyncio client in `client.py` drives the
+same session); this module only moves bytes between them and a socket, and reads when a deadline is
+due. Deadlines are on the connection's clock (monotonic):
 
     conn = BlockingConnection(http_url, realtime_url, ApiKeyAuth(key, host))
-    conn.connect(deadline)                          # deadlines on the connection's clock (monotonic)
+    conn.connect(deadline)
     sub_id = conn.subscribe("/livelambda/s1/res/x", deadline)
     conn.publish("/livelambda/s1/req", ['{"a":1}'], deadline)
     data = conn.next_data(deadline)                 # a Data frame, or None at the deadline
@@ -29,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.exceptions import InvalidHandshake, InvalidState, InvalidStatus
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
@@ -41,8 +42,6 @@ from stub_runtime.appsync.errors import (
     ClientClosed,
     ConnectGiveUp,
     ConnectionLost,
-    OperationTimeout,
-    closed_before_ack,
     failure_kind,
     give_up_error,
     handshake_failed,
@@ -54,16 +53,14 @@ from stub_runtime.appsync.errors import (
 from stub_runtime.appsync.publishing import (
     HttpPublisher,
     PublishResult,
-    check_channel,
     default_tls_context,
     merge,
-    merge_reply,
     normalise_http_url,
     plan_publish,
-    publish_frame,
-    raise_reply,
     sorted_result,
 )
+from stub_runtime.appsync.session import CONNECTING, OPEN, Answered, AppSyncSession, Closed, Failed, State
+from stub_runtime.appsync.ws_messages import DATA_OPCODES, MessageAssembler, text_of
 from stub_runtime.errors import LocalProtocolError, RemoteProtocolError
 from stub_runtime.reconnect import Dial, GiveUp, Ready, ReconnectPolicy, Wait
 
@@ -72,8 +69,8 @@ log = logging.getLogger("livelambda.appsync")
 # Reads go into one buffer per connection: recv() would allocate 256 KiB each time, and glibc may serve
 # that with mmap + mremap + munmap (three system calls a read) depending on the process's history.
 _READ_SIZE = 256 * 1024
-_DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 _MAX_MESSAGE = 4 * 1024 * 1024
+_EOF = object()  # ends a read's events when the server closed the TCP connection
 
 
 class BlockingConnection:
@@ -91,6 +88,7 @@ class BlockingConnection:
         open_timeout_s: float = 10.0,
         ack_timeout_s: float = 10.0,
         http_timeout_s: float = 10.0,
+        silence_timeout_s: float | None = None,
         max_event_bytes: int | None = f.MAX_EVENT_BYTES,
         clock: Callable[[], float] = time.monotonic,
         ssl_context: ssl.SSLContext | None = None,
@@ -107,70 +105,67 @@ class BlockingConnection:
         self.http_timeout_s = http_timeout_s
         self.max_event_bytes = max_event_bytes
         self.clock = clock
-        self.connection_timeout_ms: int | None = None
-        self.connected_at: float | None = None
-        self.last_frame_at: float | None = None
-        self.last_error: f.Error | None = None
-        self.close_reason: BaseException | None = None
-        self.stats = {"frames": 0, "keepalives": 0, "malformed": 0, "unroutable": 0, "broadcast_errors": 0}
-        self.state = "new"  # new -> connecting -> open -> closed
+        self.session = AppSyncSession(
+            realtime_url,
+            auth,
+            ack_timeout_s=ack_timeout_s,
+            silence_timeout_s=silence_timeout_s,
+            max_event_bytes=max_event_bytes,
+        )
+        self._dialled = False
         self._sock: socket.socket | None = None
         self._ws: ClientProtocol | None = None
-        self._subs: set[str] = set()
-        self._answers: dict[str, f.ServerFrame] = {}  # replies by frame id, until claimed
+        self._messages = MessageAssembler()
         self._data: deque[f.Data] = deque()
-        self._fragments: list[Frame] = []
+        self._ended: dict[str, Answered | Failed] = {}  # requests' ends, until claimed
         self._read_buffer = memoryview(bytearray(_READ_SIZE))
         self._early: list[Any] = []  # events received with the upgrade's answer
 
     def __repr__(self) -> str:
-        return f"<BlockingConnection {self.realtime_url} {self.state}>"
+        return f"<BlockingConnection {self.realtime_url} {self.state.name}>"
 
-    # ---------------------------------------------------------------------------- state
+    # ---------------------------------------------------------------------------- state: the session's
+    # (its stats, timeouts and last frames are read on `session`)
+    @property
+    def state(self) -> State:
+        return self.session.state
+
     @property
     def is_open(self) -> bool:
-        return self.state == "open"
+        return self.session.state is OPEN
 
     @property
-    def timeout_s(self) -> float:
-        """Silence after which the connection is dead (connectionTimeoutMs)."""
-        return (self.connection_timeout_ms or f.DEFAULT_CONNECTION_TIMEOUT_MS) / 1000
+    def close_reason(self) -> BaseException | None:
+        """Why the connection ended (None after `close()`, or while open)."""
+        return self.session.close_reason
 
     def is_stale(self, now: float | None = None) -> bool:
-        """True when the socket must not be trusted: not open, or no frame within connectionTimeoutMs.
-        A thawed sandbox calls `poll()` first, so that frames that arrived while it was frozen count."""
-        if self.state != "open" or self.last_frame_at is None:
-            return True
-        now = self.clock() if now is None else now
-        return now - self.last_frame_at > self.timeout_s
+        """True when the socket must not be trusted: not open, or silent for `session.timeout_s`. A
+        thawed sandbox calls `poll()` first, so that frames that arrived while it was frozen count."""
+        return self.session.is_stale(self.clock() if now is None else now)
 
     # ---------------------------------------------------------------------------- connect
     def connect(self, deadline: float) -> None:
         """Open the WebSocket, send connection_init, wait for connection_ack, all before `deadline`
         (and within open_timeout_s + ack_timeout_s). Raises ConnectFailed, or AppSyncServiceError for a
         `connection_error` (e.g. UnauthorizedException)."""
-        if self.state != "new":
-            raise ClientClosed(f"connect() on a connection that is {self.state}: make a new one")
-        self.state = "connecting"
+        session = self.session
+        if self._dialled or session.state is not CONNECTING:
+            raise ClientClosed(f"connect() on a connection that is {self.state.name.lower()}: make a new one")
+        self._dialled = True
         try:
             self._open(min(deadline, self.clock() + self.open_timeout_s))
-            self._send_text(f.ConnectionInit().encode(), deadline)
-            ack_by = min(deadline, self.clock() + self.ack_timeout_s)
-            ack = None
-            while ack is None:
-                frame = self._next_frame(ack_by)
-                if frame is None:
-                    raise no_answer(self.realtime_url, self.ack_timeout_s)
-                ack = f.acked(frame, self.realtime_url)
-        except ConnectionLost:
-            self.abort()
-            raise closed_before_ack(self.realtime_url, self._close_code()) from None
-        except BaseException:
-            self.abort()
+            session.connect(self.clock(), deadline)
+            early, self._early = self._early, []
+            self._feed(early)  # frames that came with the upgrade's answer
+            self._flush(deadline)
+            while session.state is CONNECTING:
+                self._step(session.next_deadline())
+        except BaseException as exc:
+            self.abort(exc if isinstance(exc, Exception) else None)
             raise
-        self.connection_timeout_ms = ack.connection_timeout_ms
-        self.connected_at = self.last_frame_at = self.clock()
-        self.state = "open"
+        if session.state is not OPEN:
+            raise self._ended_by()
 
     def _open(self, deadline: float) -> None:
         url = self.realtime_url
@@ -205,14 +200,18 @@ class BlockingConnection:
         )
         self._ws = ws
         ws.send_request(ws.connect())
-        self._flush(deadline)
+        self._write(ws.data_to_send(), deadline)
         response = None
         while response is None:
-            events = self._receive(deadline, what="the WebSocket upgrade")
+            events = self._receive(deadline)
             if events is None:
                 raise no_answer(url, budget)
             response = next((e for e in events if isinstance(e, Response)), None)
-            # Frames may come in the same read as the upgrade's answer: read them next.
+            if response is None and events and events[-1] is _EOF:
+                self._lose("AppSync closed the connection during the WebSocket upgrade")
+            if self._sock is None:  # lost
+                raise self._ended_by()
+            # Frames may come in the same read as the upgrade's answer: the session takes them next.
             self._early = [e for e in events if not isinstance(e, Response)]
         if isinstance(ws.handshake_exc, InvalidStatus):
             raise upgrade_refused(url, ws.handshake_exc.response.status_code)
@@ -227,64 +226,53 @@ class BlockingConnection:
     # ---------------------------------------------------------------------------- operations
     def subscribe(self, channel: str, deadline: float) -> str:
         """Subscribe and wait for subscribe_success; returns the subscription id."""
-        check_channel(channel, subscribe=True)
-        self._require_open()
-        frame = f.Subscribe(channel, self.auth.headers(f.subscribe_body(channel)))
-        self._subs.add(frame.id)
-        what = f"the subscription to {channel}"
-        try:
-            self._send_text(frame.encode(), deadline)
-            raise_reply(self._answer(frame.id, deadline, what), what)
-        except BaseException:
-            self._subs.discard(frame.id)
-            raise
-        return frame.id
+        sub_id = self.session.subscribe(channel, self.clock(), deadline)
+        self._flush(deadline)
+        self._wait(sub_id)
+        return sub_id
 
     def publish(self, channel: str, events: Sequence[str], deadline: float) -> PublishResult:
         """Publish JSON-encoded events, 5 a request (over HTTP with an auth that says so: IAM); every
         request is written before the first answer is awaited. As `AppSyncEventsClient.publish`."""
-        batches, result = plan_publish(channel, events, self.max_event_bytes)
-        what = f"a publish to {channel}"
         if self.auth.publish_over_http:
+            batches, result = plan_publish(channel, events, self.max_event_bytes)
             for batch in batches:
                 timeout = min(self.http_timeout_s, max(0.001, deadline - self.clock()))
                 payload = [events[i] for i in batch]
                 successful, failed = self.http_publisher.publish(self.auth, channel, payload, timeout)
                 merge(result, batch, successful, failed)
             return sorted_result(result)
-        self._require_open()
-        sent = []
-        for batch in batches:
-            frame = publish_frame(self.auth, channel, [events[i] for i in batch])
-            self._send_text(frame.encode(), deadline)
-            sent.append((batch, frame.id))
-        for batch, frame_id in sent:
-            merge_reply(result, batch, self._answer(frame_id, deadline, what), what)
-        return sorted_result(result)
+        request_id = self.session.publish(channel, events, self.clock(), deadline)
+        self._flush(deadline)
+        answered: PublishResult = self._wait(request_id)
+        return answered
 
     def next_data(self, deadline: float) -> f.Data | None:
         """The next `data` frame of a subscription; None when `deadline` passes first. Raises
         ConnectionLost when the connection dies."""
-        while not self._data:
-            self._require_open()
-            if self._read(deadline) is None:
+        data, session = self._data, self.session
+        while not data:
+            session.require_open()
+            due = session.next_deadline()
+            until = deadline if due is None or deadline < due else due
+            if not self._step(until) and self.clock() >= deadline:
                 return None
-        return self._data.popleft()
+        return data.popleft()
 
     def poll(self) -> None:
         """Take in what already arrived (a thawed sandbox: keep-alives sent while it was frozen, or the
-        close that makes it reconnect), without waiting."""
-        if self.state == "open":
-            try:
-                while self._read(self.clock(), blocking=False) is not None:
-                    pass
-            except ConnectionLost:
-                pass
+        close that makes it reconnect), without waiting; then judge the silence."""
+        if self.session.state is not OPEN:
+            return
+        while self._step(self.clock(), blocking=False):
+            pass
+        self.session.advance(self.clock())
+        self._handle_events()
 
     def close(self) -> None:
         """Close with a close frame (best effort, without waiting for the answer)."""
         ws, sock = self._ws, self._sock
-        if self.state == "open" and ws is not None and sock is not None:
+        if self.session.state is OPEN and ws is not None and sock is not None:
             try:
                 ws.send_close(1000)
                 sock.settimeout(0.5)
@@ -292,81 +280,66 @@ class BlockingConnection:
                     sock.sendall(data)
             except OSError:
                 pass
-        self.abort()
+        self.session.close()
+        self._release()
+        self.session.connection_lost(1000, self.clock())
+        self._handle_events()
 
     def abort(self, reason: BaseException | None = None) -> None:
         """Drop the connection at once (a dead or stale socket)."""
-        if reason is not None and self.close_reason is None:
-            self.close_reason = reason
-        self.state = "closed"
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
-        if self._owns_publisher:
-            self.http_publisher.close()
+        self._release()
+        lost = reason or ConnectionLost("the connection to AppSync was dropped; reconnect")
+        self.session.connection_lost(self._close_code(), self.clock(), lost)
+        self._handle_events()
 
     # ---------------------------------------------------------------------------- reading
-    def _answer(self, frame_id: str, deadline: float, what: str) -> f.ServerFrame:
-        until = min(deadline, self.clock() + self.ack_timeout_s)
-        while frame_id not in self._answers:
-            self._require_open()
-            if self._read(until) is None:
-                raise OperationTimeout(f"AppSync did not answer {what} in time")
-        return self._answers.pop(frame_id)
+    def _wait(self, request_id: str) -> Any:
+        """Read until request `request_id` ends (the session ends each by its deadline); its result,
+        or its error raised."""
+        self._handle_events()
+        ended = self._ended
+        while request_id not in ended:
+            self._step(self.session.next_deadline())
+        end = ended.pop(request_id)
+        if isinstance(end, Failed):
+            raise end.error
+        return end.result
 
-    def _next_frame(self, deadline: float) -> f.ServerFrame | None:
-        """While connecting: the next frame as it comes (not dispatched)."""
-        while True:
-            if self._answers:
-                return self._answers.pop(next(iter(self._answers)))
-            frames = self._read(deadline, dispatch=False)
-            if frames is None:
-                return None
-            if frames:
-                return frames[0]
-
-    def _read(self, deadline: float, *, blocking: bool = True, dispatch: bool = True) -> list[Any] | None:
-        """One read from the socket; the AppSync frames it completed (dispatched unless told not to).
-        None when nothing came by `deadline`."""
-        events, self._early = self._early or self._receive(deadline, what="AppSync", blocking=blocking), []
+    def _step(self, until: float | None, *, blocking: bool = True) -> bool:
+        """One read bounded by `until`: what it brought to the session, or, when nothing came, the
+        time; then the session's events handled. False when nothing came."""
+        events = self._receive(self.clock() if until is None else until, blocking=blocking)
         if events is None:
-            return None
-        frames = []
-        for event in events:
-            if not isinstance(event, Frame):
-                continue
-            if event.opcode in _DATA_OPCODES:
-                self._fragments.append(event)
-                if not event.fin:
-                    continue
-                first, message = self._fragments[0], b"".join(e.data for e in self._fragments)
-                self._fragments = []
-                self.last_frame_at = self.clock()
-                self.stats["frames"] += 1
-                try:
-                    if first.opcode is not Opcode.TEXT:
-                        raise RemoteProtocolError("a binary frame; AppSync Events frames are JSON text")
-                    frames.append(f.parse_server_frame(message.decode()))
-                except (RemoteProtocolError, UnicodeDecodeError):
-                    self.stats["malformed"] += 1
-            elif event.opcode is Opcode.CLOSE:
-                self._lose(f"AppSync closed the connection (code {self._close_code()}); reconnect")
-        if dispatch:
-            for frame in frames:
-                self._dispatch(frame)
-        elif len(frames) > 1:  # connecting: keep the rest for the next call
-            for frame in frames[1:]:
-                self._dispatch(frame)
-        if self.state == "closed" and not frames:
-            raise self.close_reason or ConnectionLost("the connection to AppSync ended; reconnect")
-        return frames
+            if blocking:
+                self.session.advance(self.clock())
+        else:
+            self._feed(events)
+        self._handle_events()
+        return events is not None
 
-    def _receive(self, deadline: float, *, what: str, blocking: bool = True) -> list[Any] | None:
+    def _feed(self, events: list[Any]) -> None:
+        session, now, lost = self.session, self.clock(), False
+        for event in events:
+            if isinstance(event, Frame):
+                if event.opcode in DATA_OPCODES:
+                    message = self._messages.feed(event)
+                    if message is not None:
+                        session.receive_text(text_of(message), now)
+                elif event.opcode is Opcode.CLOSE:
+                    lost = True
+            elif event is _EOF:
+                lost = True
+        if lost:
+            session.connection_lost(self._close_code(), now)
+
+    def _receive(self, until: float, *, blocking: bool = True) -> list[Any] | None:
+        """One read: websockets' events, ending with _EOF if the server closed the TCP connection;
+        None when nothing came by `until` (or the socket is gone)."""
         sock, ws = self._sock, self._ws
         if sock is None or ws is None:
-            raise self.close_reason or ConnectionLost(f"the connection to {what} is gone; reconnect")
+            return None
         if blocking:
-            remaining = deadline - self.clock()
+            remaining = until - self.clock()
             if remaining <= 0:
                 return None
             sock.settimeout(remaining)
@@ -378,72 +351,70 @@ class BlockingConnection:
             return None
         except OSError as exc:
             self._lose(f"the connection to AppSync broke ({exc}); reconnect")
-            raise self.close_reason from None  # type: ignore[misc]
+            return []
         if size:
             ws.receive_data(self._read_buffer[:size])  # type: ignore[arg-type]  # (copied into its buffer)
         else:
             ws.receive_eof()
-        events = ws.events_received()
-        try:
-            self._flush(self.clock() + 1.0)  # pongs and the answer to a close
-        except ConnectionLost:
-            pass
-        if not size and not events:
-            self._lose(f"AppSync closed the connection (code {self._close_code()}); reconnect")
-            raise self.close_reason from None  # type: ignore[misc]
+        events: list[Any] = ws.events_received()
+        replies = ws.data_to_send()  # pongs and the answer to a close
+        if replies:
+            self._write(replies, self.clock() + 1.0)
+        if not size:
+            events.append(_EOF)
         return events
 
-    def _dispatch(self, frame: f.ServerFrame) -> None:
-        if isinstance(frame, f.Data):
-            if frame.id in self._subs:
-                self._data.append(frame)
-            else:
-                self.stats["unroutable"] += 1
-        elif isinstance(frame, f.KeepAlive):
-            self.stats["keepalives"] += 1
-        elif isinstance(frame, f.BroadcastError):
-            self.stats["broadcast_errors"] += 1
-        elif isinstance(frame, f.Error) and frame.id is None:
-            self.last_error = frame
-        elif isinstance(frame, (f.ConnectionAck, f.ConnectionError)) and self.state == "open":
-            self.stats["unroutable"] += 1
-        else:
-            self._answers[getattr(frame, "id", None) or ""] = frame
+    def _handle_events(self) -> None:
+        for event in self.session.events_received():
+            if isinstance(event, f.Data):
+                self._data.append(event)
+            elif isinstance(event, (Answered, Failed)):
+                self._ended[event.id] = event
+            elif isinstance(event, Closed):
+                self._release()
 
     # ---------------------------------------------------------------------------- writing
-    def _send_text(self, text: str, deadline: float) -> None:
-        ws = self._ws
-        if ws is None:
-            raise ClientClosed("the connection is not open")
-        ws.send_text(text.encode())
-        self._flush(deadline)
-
     def _flush(self, deadline: float) -> None:
-        sock, ws = self._sock, self._ws
-        if sock is None or ws is None:
-            raise self.close_reason or ConnectionLost("the connection to AppSync is gone; reconnect")
-        for data in ws.data_to_send():
-            if not data:
+        """Write what the session queued, by `deadline` (a socket that does not take it is lost)."""
+        texts, ws = self.session.data_to_send(), self._ws
+        if not texts or ws is None or self._sock is None:
+            return
+        try:
+            for text in texts:
+                ws.send_text(text.encode())
+        except InvalidState:  # a close frame came in the same read
+            self._lose("AppSync is closing the connection; reconnect")
+            return
+        self._write(ws.data_to_send(), deadline)
+
+    def _write(self, chunks: list[bytes], deadline: float) -> None:
+        sock = self._sock
+        for data in chunks:
+            if not data or sock is None:
                 continue
             try:
                 sock.settimeout(max(0.001, deadline - self.clock()))
                 sock.sendall(data)
             except TimeoutError:
                 self._lose("AppSync stopped reading what this connection sends; reconnect")
-                raise self.close_reason from None  # type: ignore[misc]
+                return
             except OSError as exc:
                 self._lose(f"the connection to AppSync broke while sending ({exc}); reconnect")
-                raise self.close_reason from None  # type: ignore[misc]
+                return
 
     # ---------------------------------------------------------------------------- helpers
-    def _require_open(self) -> None:
-        if self.state != "open":
-            if isinstance(self.close_reason, ConnectionLost):
-                raise ConnectionLost(f"{self.close_reason} (the connection is already gone)")
-            raise ClientClosed(f"the connection is {self.state}: connect() first or make a new one")
-
     def _lose(self, message: str) -> None:
         self.abort(ConnectionLost(message))
+
+    def _release(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        if self._owns_publisher:
+            self.http_publisher.close()
+
+    def _ended_by(self) -> BaseException:
+        return self.session.close_reason or ClientClosed("the connection was closed")
 
     def _close_code(self) -> int:
         """The close code received, 1006 when the TCP connection ended without a close frame."""
@@ -526,13 +497,12 @@ class OnDemandConnection:
             conn.close()
 
     def _drop_if_dead(self) -> None:
-        """A thawed sandbox: trust the kept socket only if a frame arrived within connectionTimeoutMs."""
+        """A thawed sandbox: trust the kept socket only if a frame arrived within its silence timeout
+        (`poll()` reads what came while it was frozen, then judges the silence)."""
         conn = self.connection
         if conn is None:
             return
         conn.poll()
-        if conn.is_open and conn.is_stale(self._clock()):
-            conn.abort(ConnectionLost(f"no frame from AppSync for over {conn.timeout_s:g}s: stale"))
         if not conn.is_open:
             self.lost()
 

@@ -8,10 +8,13 @@ kept-alive HTTP/1.1 connections (httpx, imported only when used: the stub's laye
     event = await sub.get()            # or: async for event in sub: ...
     await client.close()
 
-The connection is dead when no frame arrived within `connectionTimeoutMs` (from connection_ack): the
-watchdog then aborts it and every pending operation and subscription fails with `ConnectionLost`.
-`wait_closed()` returns why it ended. This class never reconnects: `reconnecting.ReconnectingClient`
-does, under a `ReconnectPolicy`.
+The protocol is `session.AppSyncSession`'s, as in the stub's blocking client: this shell moves its
+texts over `ws_protocol.WebSocketProtocol` (each message handed over inside `data_received`), keeps
+one timer for the session's next deadline, and wakes the futures and subscriptions its events name.
+The connection is dead when no frame arrived within `connectionTimeoutMs` (from connection_ack), or
+`silence_timeout_s` when shorter: every pending operation and subscription then fails with
+`ConnectionLost`. `wait_closed()` returns why it ended. This class never reconnects:
+`reconnecting.ReconnectingClient` does, under a `ReconnectPolicy`.
 
 With an auth that publishes over HTTP (IAM), `connect()` also opens HTTP_WARM pooled connections while
 the WebSocket dials: on a real link a new TCP + TLS connection costs two round trips, which the first
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -38,7 +42,6 @@ from stub_runtime.appsync.errors import (
     HttpPublishFailed,
     InvalidEvents,
     OperationTimeout,
-    closed_before_ack,
     no_answer,
 )
 from stub_runtime.appsync.frames import AppSyncServiceError
@@ -49,12 +52,20 @@ from stub_runtime.appsync.publishing import (
     http_publish_answer,
     http_publish_request,
     merge,
-    merge_reply,
     normalise_http_url,
     plan_publish,
-    publish_frame,
-    raise_reply,
     sorted_result,
+)
+from stub_runtime.appsync.session import (
+    CLOSING,
+    CONNECTING,
+    OPEN,
+    Acked,
+    Answered,
+    AppSyncSession,
+    Closed,
+    Failed,
+    State,
 )
 from stub_runtime.appsync.ws_protocol import WebSocketProtocol, open_websocket
 from stub_runtime.channels import InvalidChannel
@@ -69,7 +80,6 @@ HTTP_KEEPALIVE_S = 300.0  # an idle one is kept this long (a closed one is notic
 
 
 _END = object()
-_Sent = list[tuple[list[int], str, "asyncio.Future[f.ServerFrame]"]]  # publishes written, answers awaited
 
 
 class Subscription:
@@ -84,7 +94,6 @@ class Subscription:
         self.channel = channel
         self.id = sub_id
         self.active = False
-        self.broadcast_errors: list[f.ServiceErrorDetail] = []
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._end_exc: BaseException | None = None
         self._ended = False
@@ -140,9 +149,8 @@ class Subscription:
 
 
 # ------------------------------------------------------------------------------------------ the client
-def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)
+def _closed_while_connecting() -> ClientClosed:
+    return ClientClosed("the AppSync client was closed while it was connecting")
 
 
 async def _gather(aws: Iterable[Awaitable[T]]) -> list[T]:
@@ -165,7 +173,7 @@ class AppSyncEventsClient:
     - `silence_timeout_s`: declare the connection dead after this much silence when shorter than
       connectionTimeoutMs (300 s on AppSync).
     - `max_event_bytes`: events above it are not sent and come back as local failures (None: send
-      anyway and let the service judge). `clock`: for `last_frame_at` / `is_stale` (monotonic).
+      anyway and let the service judge). `clock`: the session's times (monotonic, as the loop's).
     """
 
     def __init__(
@@ -189,73 +197,64 @@ class AppSyncEventsClient:
         self.ack_timeout_s = ack_timeout_s
         self.http_timeout_s = http_timeout_s
         self.ssl_context = ssl_context
-        self.silence_timeout_s = silence_timeout_s
         self.max_event_bytes = max_event_bytes
         self.clock = clock
-        self.connection_timeout_ms: int | None = None
-        self.connected_at: float | None = None
-        self.last_frame_at: float | None = None
-        self.last_error: f.Error | None = None
-        self.stats = {"frames": 0, "keepalives": 0, "malformed": 0, "unroutable": 0, "broadcast_errors": 0}
+        self.session = AppSyncSession(
+            realtime_url,
+            auth,
+            ack_timeout_s=ack_timeout_s,
+            silence_timeout_s=silence_timeout_s,
+            max_event_bytes=max_event_bytes,
+        )
+        self._dialled = False
         self._ws: WebSocketProtocol | None = None
-        self._connecting: asyncio.Queue[str | None] | None = None  # frames until connection_ack
-        self._pending: dict[str, asyncio.Future[f.ServerFrame]] = {}
+        self._acked: asyncio.Future[None] | None = None
+        self._waiters: dict[str, asyncio.Future[Any]] = {}  # by request id
         self._subs: dict[str, Subscription] = {}
-        self._tasks: list[asyncio.Task[Any]] = []
         self._done: asyncio.Event | None = None
-        self._end_exc: BaseException | None = None
-        self._state = "new"  # new -> connecting -> open -> closed
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
         self._http: Any = None  # httpx.AsyncClient, made on first use
         self._http_busy = 0  # HTTP publishes in flight
         self._http_closed = False
         self._http_tasks: set[asyncio.Future[Any]] = set()  # the warm-up, a deferred close
 
     def __repr__(self) -> str:
-        return f"<AppSyncEventsClient {self.realtime_url} {self._state}>"
+        return f"<AppSyncEventsClient {self.realtime_url} {self.state.name}>"
 
-    # ---------------------------------------------------------------------------- state
+    # ---------------------------------------------------------------------------- state: the session's
+    # (its stats, timeouts and last error are read on `session`)
     @property
-    def state(self) -> str:
-        return self._state
+    def state(self) -> State:
+        return self.session.state
 
     @property
     def is_open(self) -> bool:
-        return self._state == "open"
+        return self.session.state is OPEN
 
     @property
     def closed(self) -> bool:
-        return self._state == "closed"
+        return self.session.state >= CLOSING
 
     @property
     def close_reason(self) -> BaseException | None:
-        """Why the connection ended: a ConnectionLost, or None after `close()`."""
-        return self._end_exc
+        """Why the connection ended: a ConnectionLost (or the connect's failure), None after `close()`."""
+        return self.session.close_reason
 
     @property
-    def timeout_s(self) -> float:
-        """Silence after which the connection is dead: connectionTimeoutMs, or `silence_timeout_s`
-        when that is shorter."""
-        timeout = (self.connection_timeout_ms or f.DEFAULT_CONNECTION_TIMEOUT_MS) / 1000
-        if self.silence_timeout_s is not None:
-            timeout = min(timeout, self.silence_timeout_s)
-        return timeout
+    def last_frame_at(self) -> float | None:
+        return self.session.last_frame_at
 
     def is_stale(self, now: float | None = None) -> bool:
-        """True when the socket must not be trusted: not open, or no frame within connectionTimeoutMs.
-
-        A thawed Lambda sandbox calls this before it uses a connection kept from an earlier invocation.
-        """
-        if self._state != "open" or self.last_frame_at is None:
-            return True
-        now = self.clock() if now is None else now
-        return now - self.last_frame_at > self.timeout_s
+        """True when the socket must not be trusted: not open, or no frame within `session.timeout_s`."""
+        return self.session.is_stale(self.clock() if now is None else now)
 
     async def wait_closed(self) -> BaseException | None:
         """Wait until the connection ends; returns the ConnectionLost, or None after `close()`."""
         if self._done is None:
             raise ClientClosed("wait_closed() before connect()")
         await self._done.wait()
-        return self._end_exc
+        return self.session.close_reason
 
     # ---------------------------------------------------------------------------- connect
     async def connect(self, *, timeout_s: float | None = None) -> None:
@@ -264,9 +263,9 @@ class AppSyncEventsClient:
         `timeout_s` bounds the whole thing (default open_timeout_s + ack_timeout_s). Raises
         ConnectFailed, or AppSyncServiceError for a `connection_error` (e.g. UnauthorizedException).
         """
-        if self._state != "new":
-            raise ClientClosed(f"connect() on a client that is {self._state}: make a new client")
-        self._state = "connecting"
+        if self._dialled or self.session.state is not CONNECTING:
+            raise ClientClosed(f"connect() on a client that is {self.state.name.lower()}: make a new client")
+        self._dialled = True
         self._done = asyncio.Event()
         if self.auth.publish_over_http:
             self._spawn_http(self.warm_http())
@@ -274,22 +273,16 @@ class AppSyncEventsClient:
         try:
             await asyncio.wait_for(self._connect(), max(budget, 0.0))
         except BaseException as exc:
-            self._state = "closed"
-            self._end_exc = exc
-            self._done.set()
-            ws, self._ws = self._ws, None
-            if ws is not None:
-                ws.abort()
-            if isinstance(exc, asyncio.TimeoutError):
-                raise no_answer(self.realtime_url, budget) from None
+            error = no_answer(self.realtime_url, budget) if isinstance(exc, TimeoutError) else exc
+            self.abort(error if isinstance(error, Exception) else None)
+            if error is not exc:
+                raise error from None
             raise
 
     async def _connect(self) -> None:
-        auth_headers = self.auth.headers(f.connect_body())
-        self._connecting = asyncio.Queue()
         ws = await open_websocket(
             self.realtime_url,
-            f.subprotocols(auth_headers),
+            f.subprotocols(self.auth.headers(f.connect_body())),
             self._on_text,
             self._on_lost,
             timeout_s=self.open_timeout_s,
@@ -302,203 +295,135 @@ class AppSyncEventsClient:
                 f"server at {self.realtime_url} selected subprotocol {ws.subprotocol!r}, "
                 f"not {f.SUBPROTOCOL!r}: is this an AppSync Events endpoint?"
             )
-        ws.send_text(f.ConnectionInit().encode())
-        ack = None
-        while ack is None:
-            text = await self._connecting.get()
-            if text is None:
-                raise closed_before_ack(self.realtime_url, ws.close_code)
-            ack = f.acked(f.parse_server_frame(text), self.realtime_url)
-        if self._state != "connecting":  # close() was called meanwhile
-            raise ClientClosed("the AppSync client was closed while it was connecting")
-        self.connection_timeout_ms = ack.connection_timeout_ms
-        self.connected_at = self.last_frame_at = self.clock()
-        self._state = "open"
-        early, self._connecting = self._connecting, None
-        while not early.empty():  # frames that came with the ack (a first `ka`)
-            self._on_text(early.get_nowait())
-        self._tasks.append(asyncio.ensure_future(self._watchdog()))
+        if self.session.state is not CONNECTING:  # closed (or lost) while the WebSocket opened
+            raise self.session.close_reason or _closed_while_connecting()
+        self._acked = asyncio.get_running_loop().create_future()
+        self.session.connect(self.clock())
+        self._pump()
+        await self._acked
 
-    # ---------------------------------------------------------------------------- the connection's calls
+    # ---------------------------------------------------------------------------- the session's texts, events
     def _on_text(self, text: str | None) -> None:
-        """A message, as the connection reads it (None: a binary one, which AppSync never sends)."""
-        if self._connecting is not None:
-            self._connecting.put_nowait(text)
-            return
-        if self._state != "open":
-            return
-        self.last_frame_at = self.clock()
-        self.stats["frames"] += 1
-        try:
-            if text is None:
-                raise RemoteProtocolError("a binary frame; AppSync Events frames are JSON text")
-            frame = f.parse_server_frame(text)
-        except RemoteProtocolError:
-            self.stats["malformed"] += 1
-            return
-        try:
-            self._dispatch(frame)
-        except Exception as exc:  # a bug here must not leave waiters hanging
-            log.exception("AppSync dispatch failed")
-            self._lose(ConnectionLost(f"the AppSync reader failed: {exc!r}"))
+        """A message, as the connection reads it (None: a binary one)."""
+        self.session.receive_text(text, self.clock())
+        self._handle_events()  # (a frame never brings the next deadline nearer: the timer stands)
 
     def _on_lost(self, code: int) -> None:
-        if self._connecting is not None:
-            self._connecting.put_nowait(None)
-            return
-        self._lose(ConnectionLost(f"AppSync closed the connection (code {code}); reconnect"))
+        self.session.connection_lost(code, self.clock())
+        self._handle_events()
 
-    def _dispatch(self, frame: f.ServerFrame) -> None:
-        if isinstance(frame, f.Data):
-            sub = self._subs.get(frame.id)
-            if sub is None:
-                self.stats["unroutable"] += 1
-            else:
-                sub._deliver(frame)
-        elif isinstance(frame, f.KeepAlive):
-            self.stats["keepalives"] += 1
-        elif isinstance(frame, f.BroadcastError):
-            self.stats["broadcast_errors"] += 1
-            sub = self._subs.get(frame.id)
-            if sub is not None:
-                sub.broadcast_errors.extend(frame.errors)
-        elif isinstance(frame, f.Error) and frame.id is None:
-            self.last_error = frame
-        elif isinstance(frame, (f.ConnectionAck, f.ConnectionError)):
-            self.stats["unroutable"] += 1
-        else:
-            fut = self._pending.get(frame.id)  # type: ignore[union-attr]
-            if fut is None or fut.done():
-                self.stats["unroutable"] += 1
-            else:
-                fut.set_result(frame)
+    def _pump(self) -> None:
+        """Write what the session queued, handle its events, and time its next deadline."""
+        texts = self.session.data_to_send()
+        ws = self._ws
+        if texts and ws is not None:
+            try:
+                for text in texts:
+                    ws.send_text(text)
+            except ConnectionLost as exc:
+                lost = ConnectionLost(f"the connection broke while sending: {exc}")
+                self.session.connection_lost(ws.close_code, self.clock(), lost)
+        self._handle_events()
+        due = self.session.next_deadline()
+        if due is not None and due < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = due
+            self._timer = asyncio.get_running_loop().call_later(max(0.0, due - self.clock()), self._on_timer)
 
-    async def _watchdog(self) -> None:
-        while self._state == "open":
-            assert self.last_frame_at is not None
-            delay = self.last_frame_at + self.timeout_s - self.clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-                continue
-            # A thawed sandbox may have frames already read but not yet dispatched: let the reader run.
-            for _ in range(3):
-                await asyncio.sleep(0)
-            if self.last_frame_at + self.timeout_s - self.clock() <= 0:
-                self._lose(
-                    ConnectionLost(
-                        f"no frame from AppSync for {self.timeout_s:g}s (connectionTimeoutMs "
-                        f"{self.connection_timeout_ms}): the connection is dead; reconnect"
-                    )
-                )
-                return
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        self.session.advance(self.clock())
+        self._pump()
 
-    def _lose(self, exc: BaseException) -> None:
-        """End the connection because it died: abort it, fail every waiter with `exc`."""
-        self._finish(exc)
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            ws.abort()
+    def _handle_events(self) -> None:
+        for event in self.session.events_received():
+            if isinstance(event, f.Data):
+                sub = self._subs.get(event.id)
+                if sub is not None:
+                    sub._deliver(event)
+            elif isinstance(event, Answered):
+                result = event.result
+                if isinstance(result, f.SubscribeSuccess):
+                    sub = self._subs.get(result.id)
+                    if sub is not None:
+                        sub.active = True
+                elif isinstance(result, f.UnsubscribeSuccess):
+                    sub = self._subs.pop(result.id, None)
+                    if sub is not None:
+                        sub._end(None)
+                fut = self._waiters.pop(event.id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(result)
+            elif isinstance(event, Failed):
+                sub = self._subs.get(event.id)  # (a subscribe's request id is the subscription's)
+                if sub is not None and not sub.active:  # a refused subscription
+                    del self._subs[event.id]
+                fut = self._waiters.pop(event.id, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(event.error)
+            elif isinstance(event, Acked):
+                if self._acked is not None and not self._acked.done():
+                    self._acked.set_result(None)
+            elif isinstance(event, Closed):
+                self._finish(event.reason)
 
-    def _finish(self, exc: BaseException | None) -> None:
-        if self._state == "closed":
-            return
-        self._state = "closed"
-        self._end_exc = exc
-        failure = exc or ClientClosed("the AppSync client was closed")
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(failure)
-        self._pending.clear()
+    def _finish(self, reason: BaseException | None) -> None:
+        """The session ended the connection: wake everyone; a transport it gave up on is dropped."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
+        acked = self._acked
+        if acked is not None and not acked.done():
+            acked.set_exception(reason or _closed_while_connecting())
         for sub in self._subs.values():
-            sub._end(exc)
+            sub._end(reason)
         self._subs.clear()
-        current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
         if self._done is not None:
             self._done.set()
+        if reason is not None and self._ws is not None:
+            self._ws.abort()
 
     def abort(self, reason: BaseException | None = None) -> None:
         """Drop the connection at once, without a closing handshake (for a dead or stale socket).
         Waiters fail with `reason` (default: ConnectionLost)."""
-        if self._state == "new":
-            self._state = "closed"
-            return
-        self._lose(reason or ConnectionLost("the connection was aborted; reconnect"))
+        ws = self._ws
+        lost = reason or ConnectionLost("the connection was aborted; reconnect")
+        self.session.connection_lost(ws.close_code if ws is not None else 1006, self.clock(), lost)
+        self._handle_events()
+        if ws is not None:
+            ws.abort()
 
     async def close(self) -> None:
         """Close the connection; pending operations fail with ClientClosed, subscriptions end."""
-        if self._state == "new":
-            self._state = "closed"
-            await self._close_http()
-            return
-        self._finish(None)
-        ws, self._ws = self._ws, None
+        self.session.close()
+        self._handle_events()
+        ws = self._ws
         if ws is not None:
             await ws.close(timeout_s=2.0)
+        self.session.connection_lost(ws.close_code if ws is not None else 1000, self.clock())
         await self._close_http()
 
     # ---------------------------------------------------------------------------- request/reply
-    def _require_open(self) -> WebSocketProtocol:
-        if self._state != "open" or self._ws is None:
-            if isinstance(self._end_exc, ConnectionLost):
-                raise ConnectionLost(f"{self._end_exc} (the connection is already gone)")
-            raise ClientClosed(f"the AppSync client is {self._state}: connect() first or make a new client")
-        return self._ws
-
-    def _send_request(self, frame_id: str, text: str, what: str) -> asyncio.Future[f.ServerFrame]:
-        """Write a frame that AppSync answers by its id; the future gets the answer."""
-        ws = self._require_open()
-        fut: asyncio.Future[f.ServerFrame] = asyncio.get_running_loop().create_future()
-        self._pending[frame_id] = fut
-        try:
-            ws.send_text(text)
-        except ConnectionLost as exc:
-            self._pending.pop(frame_id, None)
-            lost = ConnectionLost(f"the connection broke while sending {what}: {exc}")
-            self._lose(lost)
-            raise (self._end_exc or lost) from None
+    def _start(self, request_id: str) -> asyncio.Future[Any]:
+        """Send what the session queued for request `request_id`; the future gets its end (the
+        session ends every request, at the latest at its deadline). A write that failed raises here."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[request_id] = fut
+        self._pump()
+        if fut.done() and not fut.cancelled() and fut.exception() is not None:
+            raise fut.exception()  # type: ignore[misc]
         return fut
-
-    async def _answer(
-        self, frame_id: str, fut: asyncio.Future[f.ServerFrame], what: str, deadline: float
-    ) -> f.ServerFrame:
-        # A timer that fails the future, rather than wait_for (a second future and a task step more).
-        timeout = OperationTimeout(f"AppSync did not answer {what} within {self.ack_timeout_s:g}s")
-        timer = asyncio.get_running_loop().call_at(deadline, _fail, fut, timeout)
-        try:
-            return await fut
-        finally:
-            timer.cancel()
-            self._forget(frame_id, fut)
-
-    def _forget(self, frame_id: str, fut: asyncio.Future[f.ServerFrame]) -> None:
-        self._pending.pop(frame_id, None)
-        if not fut.done():
-            fut.cancel()
-        elif not fut.cancelled():
-            fut.exception()  # retrieved: a loss fails every pending answer at once
-
-    async def _request(self, frame_id: str, text: str, what: str) -> f.ServerFrame:
-        fut = self._send_request(frame_id, text, what)
-        return await self._answer(frame_id, fut, what, asyncio.get_running_loop().time() + self.ack_timeout_s)
 
     async def subscribe(self, channel: str) -> Subscription:
         """Subscribe and wait for subscribe_success; a subscribe_error raises AppSyncServiceError."""
-        check_channel(channel, subscribe=True)
-        self._require_open()
-        frame = f.Subscribe(channel, self.auth.headers(f.subscribe_body(channel)))
-        sub = Subscription(self, channel, frame.id)
-        self._subs[frame.id] = sub
-        what = f"the subscription to {channel}"
+        sub_id = self.session.subscribe(channel, self.clock())
+        sub = self._subs[sub_id] = Subscription(self, channel, sub_id)
         try:
-            reply = await self._request(frame.id, frame.encode(), what)
-            raise_reply(reply, what)
+            await self._start(sub_id)
         except BaseException:
-            self._subs.pop(frame.id, None)
+            self._subs.pop(sub_id, None)
             raise
-        sub.active = True
         return sub
 
     async def unsubscribe(self, sub: Subscription) -> None:
@@ -506,13 +431,9 @@ class AppSyncEventsClient:
         A subscription of a connection that is already gone needs nothing: this returns at once."""
         if sub.client is not self:
             raise LocalProtocolError("unsubscribe() with a subscription of another client")
-        if not sub.active or self._state != "open":
+        if not sub.active or self.session.state is not OPEN:
             return
-        what = f"unsubscribing from {sub.channel}"
-        reply = await self._request(sub.id, f.Unsubscribe(sub.id).encode(), what)
-        raise_reply(reply, what)
-        self._subs.pop(sub.id, None)
-        sub._end(None)
+        await self._start(self.session.unsubscribe(sub.id, self.clock()))
 
     # ---------------------------------------------------------------------------- publish
     async def publish(self, channel: str, events: Sequence[str]) -> PublishResult:
@@ -524,40 +445,14 @@ class AppSyncEventsClient:
         return await self.publish_ws(channel, events)
 
     async def publish_ws(self, channel: str, events: Sequence[str]) -> PublishResult:
-        return await self._collect(channel, *self._send_publishes(channel, events))
+        return await self._start(self.session.publish(channel, events, self.clock()))
 
     def publish_nowait(self, channel: str, events: Sequence[str]) -> asyncio.Future[PublishResult]:
         """`publish`, with every frame written before this returns; the future gets the result. For a
         caller inside a protocol callback (the dev server publishes a result from the Runtime API's)."""
         if self.auth.publish_over_http:
             return asyncio.ensure_future(self.publish_http(channel, events))
-        return asyncio.ensure_future(self._collect(channel, *self._send_publishes(channel, events)))
-
-    def _send_publishes(self, channel: str, events: Sequence[str]) -> tuple[PublishResult, _Sent]:
-        batches, result = plan_publish(channel, events, self.max_event_bytes)
-        self._require_open()
-        what = f"a publish to {channel}"
-        sent: _Sent = []
-        try:
-            for batch in batches:
-                frame = publish_frame(self.auth, channel, [events[i] for i in batch])
-                sent.append((batch, frame.id, self._send_request(frame.id, frame.encode(), what)))
-        except BaseException:
-            for _, frame_id, fut in sent:
-                self._forget(frame_id, fut)
-            raise
-        return result, sent
-
-    async def _collect(self, channel: str, result: PublishResult, sent: _Sent) -> PublishResult:
-        what = f"a publish to {channel}"
-        deadline = asyncio.get_running_loop().time() + self.ack_timeout_s
-        try:
-            for batch, frame_id, fut in sent:
-                merge_reply(result, batch, await self._answer(frame_id, fut, what, deadline), what)
-        finally:
-            for _, frame_id, fut in sent:  # after a failure, the rest is not waited for
-                self._forget(frame_id, fut)
-        return sorted_result(result)
+        return self._start(self.session.publish(channel, events, self.clock()))
 
     async def publish_http(self, channel: str, events: Sequence[str]) -> PublishResult:
         """POST /event with the auth headers, over the kept-alive pool; needs no WebSocket connection.

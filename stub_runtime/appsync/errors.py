@@ -3,11 +3,11 @@ blocking one (the stub): what failed, typed by whose fault it is."""
 
 from __future__ import annotations
 
-from stub_runtime.errors import LivelambdaError, LocalProtocolError, RemoteProtocolError
+from stub_runtime.errors import ConnectionFault, LocalProtocolError, RemoteProtocolError
 from stub_runtime.reconnect import FailureKind, GiveUp
 
 
-class AppSyncConnectionError(LivelambdaError):
+class AppSyncConnectionError(ConnectionFault):
     """The transport to AppSync failed (not a protocol violation by either side)."""
 
     error_type = "Livelambda.AppSyncConnectionError"

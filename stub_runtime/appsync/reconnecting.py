@@ -17,46 +17,33 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from stub_runtime.appsync.client import AppSyncEventsClient, Subscription
 from stub_runtime.appsync.errors import DIAL_ERRORS, ConnectGiveUp
-from stub_runtime.appsync.frames import Data, _Record
+from stub_runtime.appsync.frames import Data
 from stub_runtime.errors import LocalProtocolError
 from stub_runtime.reconnect import Dial, PolicyStats, ReconnectPolicy, Wait
 
 log = logging.getLogger("livelambda.appsync")
 
 
-class ConnectionState(_Record):
+@dataclass(slots=True)  # the dev server's: not on the stub's cold start, where frames keep their records
+class ConnectionState:
     """What a dashboard shows. `state`: "connecting" | "connected" | "backoff" | "stopped".
 
     `attempt` is the current dial's number since the last success; `attempts` counts every dial ever
     started; `retry_at` (the client's clock) and `retry_in_s` are set in "backoff"."""
 
-    __slots__ = _fields = (
-        "state", "attempt", "attempts", "at", "retry_at", "retry_in_s", "last_error", "endpoint"
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        state: str,
-        attempt: int,
-        attempts: int,
-        at: float,
-        retry_at: float | None = None,
-        retry_in_s: float | None = None,
-        last_error: str | None = None,
-        endpoint: str | None = None,
-    ) -> None:
-        self.state = state
-        self.attempt = attempt
-        self.attempts = attempts
-        self.at = at
-        self.retry_at = retry_at
-        self.retry_in_s = retry_in_s
-        self.last_error = last_error
-        self.endpoint = endpoint
+    state: str
+    attempt: int
+    attempts: int
+    at: float
+    retry_at: float | None = None
+    retry_in_s: float | None = None
+    last_error: str | None = None
+    endpoint: str | None = None
 
 
 class ReconnectingClient:

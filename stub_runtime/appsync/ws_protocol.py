@@ -2,7 +2,8 @@
 
 Each complete text message goes to `on_text` inside `data_received`, and each send is one
 `transport.write`: no reader task, queue or send lock between the socket and the AppSync frames (the
-dev server relays every invocation through here twice). The blocking twin is `blocking.py`.
+dev server relays every invocation through here twice). The blocking shell, `blocking.py`, drives the
+same websockets protocol over a socket of its own.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidState, InvalidStatus
-from websockets.frames import Frame, Opcode
+from websockets.frames import Frame
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
@@ -26,8 +27,7 @@ from stub_runtime.appsync.errors import (
     upgrade_refused,
 )
 from stub_runtime.appsync.publishing import default_tls_context
-
-_DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+from stub_runtime.appsync.ws_messages import DATA_OPCODES, MessageAssembler, text_of
 
 
 class WebSocketProtocol(asyncio.Protocol):
@@ -42,7 +42,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.handshake: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._fragments: list[Frame] = []
+        self._messages = MessageAssembler()
 
     @property
     def subprotocol(self) -> str | None:
@@ -80,16 +80,10 @@ class WebSocketProtocol(asyncio.Protocol):
             if isinstance(event, Response):
                 if not self.handshake.done():
                     self.handshake.set_result(event)
-            elif isinstance(event, Frame) and event.opcode in _DATA_OPCODES:
-                self._fragments.append(event)
-                if event.fin:
-                    parts, self._fragments = self._fragments, []
-                    message = b"".join(p.data for p in parts) if len(parts) > 1 else parts[0].data
-                    try:
-                        text = message.decode() if parts[0].opcode is Opcode.TEXT else None
-                    except UnicodeDecodeError:
-                        text = None
-                    self.on_text(text)
+            elif isinstance(event, Frame) and event.opcode in DATA_OPCODES:
+                message = self._messages.feed(event)
+                if message is not None:
+                    self.on_text(text_of(message))
         self._flush()  # pongs, the answer to a close frame
 
     # ----- writing
