@@ -61,8 +61,8 @@ class Variant:
     name: str
     root: Path
     options: dict[str, Any]  # Runner keyword arguments
-    runner: object = None
-    watcher: object = None
+    runner: Any = None  # a Runner, a Watcher: imported when the bench starts, not with this module
+    watcher: Any = None
     task: asyncio.Task[None] | None = None
     edits: int = 0
     seen_at: float | None = None  # when the watcher reported the last edit
@@ -83,8 +83,8 @@ class Variant:
 
 async def start(variant: Variant) -> None:
     from devserver.config import load_config
-    from devserver.runner import Runner
-    from devserver.watcher import Watcher
+    from devserver.reload.generations import Runner
+    from devserver.reload.watcher import Watcher
 
     variant.source.mkdir(parents=True)
     variant.write("v0000")
@@ -107,10 +107,10 @@ async def start(variant: Variant) -> None:
     await invoke(variant)
 
 
-async def invoke(variant: Variant) -> tuple[str, object]:
+async def invoke(variant: Variant) -> tuple[str, Any]:
     from devserver.runtime.invocation import InvocationRequest
 
-    outcome = await variant.runner.invoke("bench", InvocationRequest(payload=b"{}"))  # type: ignore[attr-defined]
+    outcome = await variant.runner.invoke("bench", InvocationRequest(payload=b"{}"))
     if outcome.status != "ok":
         raise RuntimeError(f"{variant.name}: {outcome.status} {outcome.payload[:300]!r}\n{outcome.logs}")
     return json.loads(outcome.payload)["version"], outcome
@@ -136,20 +136,20 @@ async def edit(variant: Variant, measure: bool) -> None:
         if variant.seen_at is not None:
             variant.watcher_ms.append((variant.seen_at - started) * 1000)
         variant.stale.append(stale)
-        if outcome.init_duration_ms is not None:  # type: ignore[attr-defined]
-            variant.init_ms.append(outcome.init_duration_ms)  # type: ignore[attr-defined]
-        variant.kinds.add(outcome.launcher)  # type: ignore[attr-defined]
-    await variant.runner.functions["bench"].wait_loaded(30)  # type: ignore[attr-defined]
+        if outcome.init_duration_ms is not None:
+            variant.init_ms.append(outcome.init_duration_ms)
+        variant.kinds.add(outcome.launcher)
+    await variant.runner.functions["bench"].wait_loaded(30)
     await asyncio.sleep(SETTLE_S)
 
 
 async def stop(variant: Variant) -> None:
     if variant.watcher is not None:
-        await variant.watcher.close()  # type: ignore[attr-defined]
+        await variant.watcher.close()
     if variant.task is not None:
         await asyncio.wait_for(variant.task, 10)
     if variant.runner is not None:
-        await variant.runner.close()  # type: ignore[attr-defined]
+        await variant.runner.close()
 
 
 def cold_import(source: Path) -> float:

@@ -277,8 +277,8 @@ def clouds(workdir: Path, layer: Path) -> Iterator[tuple[Cloud, Cloud]]:
 
 
 async def bench_live(workdir: Path, layer: Path) -> None:
-    from devserver.bridge import Bridge, Endpoint, LiveInvocation
-    from devserver.session import load_or_create
+    from devserver.live.bridge import Bridge, Endpoint, LiveInvocation
+    from devserver.live.session import load_or_create
     from stub_runtime.reconnect import PolicyConfig
 
     async def execute(inv: LiveInvocation) -> dict[str, Any]:

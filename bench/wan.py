@@ -46,8 +46,8 @@ from bench.live import Started, boto3_invoke, lambda_client, running_dev, start_
 from bench.netem import running_proxy
 from bench.operations import json_records
 from bench.stats import pct
+from devserver.live.session import load_or_create, state_dir
 from devserver.processes import stop_process
-from devserver.session import load_or_create, state_dir
 from stub_runtime import live_protocol as lp
 from stub_runtime.envelope import Message, encode
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from devserver.usage import USAGE_EXIT, at_least_one, port_number, positive_seconds
+from devserver.commands.usage import USAGE_EXIT, at_least_one, port_number, positive_seconds
 
 
 class _Parser(argparse.ArgumentParser):
@@ -145,7 +145,7 @@ def _fault_spec(args: argparse.Namespace) -> dict[str, Any]:
         given = [n for n, v in (("--flap-jitter", args.flap_jitter), ("--flap-for", args.flap_for),
                                 ("--flap-seed", args.flap_seed)) if v is not None]  # fmt: skip
         if given or args.flap_keep_connections:
-            from devserver.usage import UsageError
+            from devserver.commands.usage import UsageError
 
             raise UsageError(f"{', '.join(given) or '--flap-keep-connections'} needs --flap-connections")
     if args.delay_delivery is not None:
@@ -161,8 +161,8 @@ def _fault_spec(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run_cloud(args: argparse.Namespace) -> int:
     from devserver.cloud.options import CloudOptions, IamCredentials
+    from devserver.commands.usage import UsageError, check_app_dir, check_can_listen
     from devserver.config import find_config, load_config
-    from devserver.usage import UsageError, check_app_dir, check_can_listen
 
     try:
         creds = tuple(IamCredentials.parse(c) for c in args.iam_credentials)
@@ -199,7 +199,7 @@ def _run_cloud(args: argparse.Namespace) -> int:
 
     ready_file = args.ready_file
     if ready_file is None and args.app is not None:
-        from devserver.session import cloud_file, state_dir
+        from devserver.live.session import cloud_file, state_dir
 
         state_dir(args.app.resolve())
         ready_file = cloud_file(args.app.resolve())
@@ -282,7 +282,7 @@ def _add_invoke(sub: argparse._SubParsersAction) -> None:
 
 def _run_invoke(args: argparse.Namespace) -> int:
     from devserver.commands.invoke import run
-    from devserver.usage import check_app_dir
+    from devserver.commands.usage import check_app_dir
 
     if args.app is not None:
         check_app_dir(args.app, "--app")
@@ -423,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="livelambda", description="Run your deployed AWS Lambda functions' code on this machine, live."
     )
-    from devserver.version import VersionAction
+    from devserver.commands.version import VersionAction
 
     parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)

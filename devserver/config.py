@@ -64,7 +64,7 @@ MAX_MEMORY_MB = 10_240
 
 _TOP_KEYS = ("app", "stage", "region", "endpoint", "dashboard", "aws", "watch", "functions")
 _WATCH_KEYS = ("include", "exclude")
-# What a save below a function's source must match to reload it (globs; see devserver/watch_filter.py):
+# What a save below a function's source must match to reload it (globs; see devserver/reload/watch_filter.py):
 # the code and the data files shipped with it, not what the code itself writes there.
 DEFAULT_WATCH_INCLUDE = (
     "*.py", "*.json", "*.yaml", "*.yml", "*.toml", "*.ini", "*.cfg", "*.env", "*.txt", "*.csv",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from devserver.runtime.launcher import LaunchKind
+LaunchKind = Literal["fork", "spawn"]  # forked from a warm forkserver, or a fresh interpreter
 
 if TYPE_CHECKING:
     from pydantic import ConfigDict

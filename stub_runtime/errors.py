@@ -15,7 +15,7 @@ where the name says it), and the builtin a class also derives from where callers
      +-- DevServerFault: livelambda's side on the developer's machine (the dev server, its workers,
      |    |  the local cloud, the layer build) is not there, stopped, or failed
      |    +-- DevServerNotRunning, DevServerLost, Rejected [outcomes]
-     |    +-- RunnerClosed [devserver.runner], PoolClosed [runtime.pool], WorkerBusy [runtime.worker]
+     |    +-- RunnerClosed [reload.generations], PoolClosed [runtime.pool], WorkerBusy [runtime.worker]
      |    +-- LaunchError, also an OSError [runtime.launcher]
      |    |    +-- ForkServerError [runtime.fork_launcher]
      |    |         +-- ForkServerThreaded

@@ -1,7 +1,8 @@
 """The live-mode conversation between the stub (in Lambda) and the dev server: its channels, message
 kinds and timings. The two halves that speak it are sans-I/O objects: the stub's in
 stub_runtime/conversation.py (driven by sandbox.py), the dev server's in devserver/live/conversation.py
-(driven by devserver/bridge.py); their docstrings give the rules, tests/test_conversation_*.py prove them.
+(driven by devserver/live/bridge.py); their docstrings give the rules, tests/test_conversation_*.py
+prove them.
 
 Channels (scoped to one live session so two developers never see each other's invocations; the
 namespace is `livelambda` with `livelambda cloud`, and one of the session's own with `aws up`,

@@ -76,7 +76,7 @@ rng (hard bounds: it never stops and never storms). With a uniform rng and insta
 expectation is ``1.5 / max_delay_s``; with dials slower than ``max_delay_s`` it is
 ``1 / (D + max_delay_s / 2)``. Exactly ``1 / max_delay_s`` is impossible with jitter while each wait
 is capped at ``max_delay_s``; this is the closest honest floor. (The defaults are the stub's; the dev
-server keeps the same 1 s cap, `devserver.bridge.DEV_SERVER_POLICY`, to be back within 2 s of a blip.)
+server keeps the same 1 s cap, `devserver.live.bridge.DEV_SERVER_POLICY`, to be back within 2 s of a blip.)
 
 Stability. A connection lost at least ``stable_after_s`` after it connected resets the backoff index to
 0; one that drops sooner counts like a failed dial (the index keeps growing), so a connect-then-drop

@@ -51,11 +51,11 @@ from typing import Any
 
 import httpx
 
-from devserver.bridge import DEV_SERVER_POLICY
 from devserver.cloud.faults import Flap
-from devserver.live_budget import RETURN_TRIP_MS
+from devserver.live.bridge import DEV_SERVER_POLICY
+from devserver.live.budget import RETURN_TRIP_MS
+from devserver.live.session import cloud_file
 from devserver.processes import stop_process
-from devserver.session import cloud_file
 from stub_runtime.reconnect import PolicyConfig
 from stub_runtime.settings import StubSettings
 from tests.dev_fixtures import descendants

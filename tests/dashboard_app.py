@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 import uvicorn
 from fastapi import FastAPI
 
-from devserver.dashboard import mount_dashboard
-from devserver.invocations import InvocationRecord, InvocationStore
 from devserver.status import ConnectionStatus, FunctionStatus, Rejection, WorkerStatus
-from devserver.triggers import guess_trigger
+from devserver.ui.dashboard import mount_dashboard
+from devserver.ui.invocations import InvocationRecord, InvocationStore
+from devserver.ui.triggers import guess_trigger
 
 T = TypeVar("T")
 

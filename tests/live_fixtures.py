@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from devserver.bridge import Bridge, Endpoint, Executor, LiveInvocation
 from devserver.config import AppConfig, load_config
-from devserver.session import LiveSession, load_or_create
+from devserver.live.bridge import Bridge, Endpoint, Executor, LiveInvocation
+from devserver.live.session import LiveSession, load_or_create
 from stub_runtime.reconnect import PolicyConfig
 from tests.lambda_fixtures import lambda_client
 

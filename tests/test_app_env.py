@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from devserver.config import load_config
-from devserver.runner import FunctionRunner
+from devserver.reload.generations import FunctionRunner
 from devserver.runtime import app_env
 from devserver.runtime.invocation import InvocationRequest
 from tests.conftest import CloudProcess

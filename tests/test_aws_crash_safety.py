@@ -14,7 +14,7 @@ from devserver.aws.down import Detach, DownOptions
 from devserver.aws.progress import SilentProgress
 from devserver.aws.up import Attach, UpOptions
 from devserver.config import load_config
-from devserver.session import load_or_create
+from devserver.live.session import load_or_create
 from tests.aws_faults import InjectedFault, install
 from tests.aws_fixtures import AwsServer
 

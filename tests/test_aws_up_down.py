@@ -14,7 +14,7 @@ from devserver.aws.live_config import STUB_HANDLER
 from devserver.aws.progress import SilentProgress
 from devserver.aws.up import Attach, UpOptions, UpResult
 from devserver.config import load_config
-from devserver.session import aws_file, load_or_create
+from devserver.live.session import aws_file, load_or_create
 from tests.aws_fixtures import AwsServer
 
 

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from devserver.executed import ExecutedLog
 from devserver.live.conversation import DevServerConversation, Refused, Reply, Request, Run
+from devserver.live.executed import ExecutedLog
 from stub_runtime import live_protocol as lp
 from stub_runtime.envelope import Message
 from stub_runtime.errors import LocalProtocolError

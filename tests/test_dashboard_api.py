@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devserver.dashboard.masking import (
+from devserver.ui.dashboard.masking import (
     DISPLAY_LIMIT_BYTES,
     TRUNCATION_MARK,
     for_display,

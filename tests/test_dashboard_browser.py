@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devserver.dashboard.masking import DISPLAY_LIMIT_BYTES
+from devserver.ui.dashboard.masking import DISPLAY_LIMIT_BYTES
 from tests.browser_fixtures import checked_page, chromium_context, needs_chromium
 from tests.dashboard_app import (
     TRACEBACK,

@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devserver.bridge import Endpoint
 from devserver.config import load_config
-from devserver.dev import DevServer, DevSettings, create_app
-from devserver.session import LiveSession
-from devserver.terminal import Terminal
+from devserver.live.bridge import Endpoint
+from devserver.live.session import LiveSession
+from devserver.server import DevServer, DevSettings, create_app
+from devserver.ui.terminal import Terminal
 from tests.browser_fixtures import checked_page, chromium_context, needs_chromium
 from tests.dashboard_app import DashboardServer, make_record
 

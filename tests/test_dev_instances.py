@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devserver.dev_lock import DevLock
+from devserver.commands.dev_lock import DevLock
 from tests.dev_fixtures import running_dev
 
 
@@ -76,7 +76,8 @@ def test_the_lock_names_its_holder(tmp_path: Path) -> None:
     held.acquire(host="127.0.0.1", port=8801, cloud_port=8800)
     try:
         code = (
-            "import sys; from pathlib import Path; from devserver.dev_lock import DevLock, DevServerRunning\n"
+            "import sys; from pathlib import Path\n"
+            "from devserver.commands.dev_lock import DevLock, DevServerRunning\n"
             "try:\n    DevLock(Path(sys.argv[1])).acquire(port=1)\n"
             "except DevServerRunning as exc:\n    print(exc)\n    raise SystemExit(3)\n"
         )

@@ -7,11 +7,11 @@ import io
 import time
 from pathlib import Path
 
-from devserver.bridge import Endpoint, LiveInvocation
 from devserver.config import load_config
-from devserver.dev import DevServer, DevSettings
-from devserver.session import LiveSession
-from devserver.terminal import Terminal
+from devserver.live.bridge import Endpoint, LiveInvocation
+from devserver.live.session import LiveSession
+from devserver.server import DevServer, DevSettings
+from devserver.ui.terminal import Terminal
 
 
 def _dev(tmp_path: Path) -> tuple[DevServer, io.StringIO]:

@@ -20,7 +20,7 @@ FAULTS = (HandlerFault, DevServerFault, ConnectionFault, CallerFault)
 # Exception classes that are not livelambda errors, and why.
 ALLOWED = {
     # Raised by its own signal handler to unwind uvicorn's loop; caught a few lines below, never seen.
-    "devserver.serving._Stopped": "a private signal inside run_until_stopped",
+    "devserver.servers.bounded._Stopped": "a private signal inside run_until_stopped",
 }
 
 

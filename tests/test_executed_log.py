@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from devserver import executed
-from devserver.executed import ExecutedLog
+from devserver.live import executed
+from devserver.live.executed import ExecutedLog
 
 
 def test_remembered_across_a_restart_until_forgotten(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devserver.session import load_existing
+from devserver.live.session import load_existing
 from stub_runtime import live_protocol as lp
 from stub_runtime.envelope import ENVELOPE_VERSION, MAX_CHUNKS, _event, new_id
 from tests.chaos_harness import ChaosStack, chaos_stack

@@ -28,8 +28,8 @@ import pytest
 
 from bench.certs import LoopbackCertificates, make_certificates
 from bench.netem import DelayProxy, running_proxy
-from devserver.bridge import Bridge, Endpoint
-from devserver.session import load_or_create
+from devserver.live.bridge import Bridge, Endpoint
+from devserver.live.session import load_or_create
 from stub_runtime.appsync import publishing
 from stub_runtime.appsync.auth import ApiKeyAuth
 from stub_runtime.appsync.blocking import BlockingConnection

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devserver.bridge import output_tail, result_body
+from devserver.live.bridge import output_tail, result_body
 from tests.dev_fixtures import running_dev
 
 HANDLER = """

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from devserver.bridge import Bridge, LiveInvocation
+from devserver.live.bridge import Bridge, LiveInvocation
 from devserver.live.conversation import Reply
 from stub_runtime import live_protocol as lp
 from stub_runtime.reconnect import PolicyConfig
@@ -286,7 +286,7 @@ async def test_forged_and_malformed_messages_are_dropped_and_counted(live_cloud:
 async def test_dev_server_on_iam_auth(live_cloud: LiveCloud, monkeypatch: pytest.MonkeyPatch) -> None:
     """A dev server signing with the developer's AWS credentials (SigV4; publishes over HTTP) serves
     a stub on an API key, as against a real AppSync Events API with both auth modes."""
-    from devserver.bridge import Endpoint
+    from devserver.live.bridge import Endpoint
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", live_cloud.cloud.iam.access_key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", live_cloud.cloud.iam.secret_access_key)
@@ -335,7 +335,7 @@ async def test_a_replay_after_a_dev_server_restart_and_an_expired_invocation_nev
     invocation whose deadline has passed is never handed to a worker: `expired`. Each refusal is
     answered with a signed `reject` on the sandbox's channel, which a stub verifies as any message
     and ends with at once."""
-    from devserver.executed import ExecutedLog
+    from devserver.live.executed import ExecutedLog
     from stub_runtime.appsync.auth import ApiKeyAuth
     from stub_runtime.appsync.client import AppSyncEventsClient
     from stub_runtime.envelope import Message, Reassembler, encode

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from devserver.watcher import DEFAULT_DEBOUNCE_MS, DEFAULT_STEP_MS
+from devserver.reload.watcher import DEFAULT_DEBOUNCE_MS, DEFAULT_STEP_MS
 from tests.dev_fixtures import HELLO, DevProcess, running_dev
 
 PARTIAL_FILE_ERRORS = ("Runtime.HandlerNotFound", "Runtime.ImportModuleError", "Runtime.UserCodeSyntaxError")

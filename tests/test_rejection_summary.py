@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from devserver.rejections import RejectionSummary
+from devserver.live.rejections import RejectionSummary
 
 
 def test_seven_hundred_forgeries_make_a_handful_of_lines() -> None:

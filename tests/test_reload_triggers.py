@@ -16,8 +16,8 @@ import pytest
 from watchfiles import Change
 
 from devserver.config import ConfigError, WatchConfig, load_config
-from devserver.watch_filter import ReloadFilter
-from devserver.watcher import Watcher
+from devserver.reload.watch_filter import ReloadFilter
+from devserver.reload.watcher import Watcher
 from tests.dev_fixtures import running_dev
 
 

@@ -18,7 +18,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from devserver.config import AppConfig, FunctionConfig, load_config
-from devserver.runner import FunctionRunner, Runner, UnknownFunction
+from devserver.reload.generations import FunctionRunner, Runner, UnknownFunction
 from devserver.runtime import InvocationRequest
 from devserver.status import FunctionStatus
 from tests.lambda_fixtures import MISBEHAVING, async_wait_until, process_state

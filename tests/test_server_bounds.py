@@ -1,7 +1,7 @@
 """No server we run can be made to hold a connection for nothing (issue #15, item 6): a request that
 does not arrive whole in time, a silent connection, a WebSocket that never says `connection_init` are
-closed after their timeout (devserver/limits.py), connections beyond a cap are refused with a log line,
-and what waits legitimately is left alone: a worker's `/invocation/next` long poll, a slow Lambda
+closed after their timeout (devserver/servers/limits.py), connections beyond a cap are refused with a log
+line, and what waits legitimately is left alone: a worker's `/invocation/next` long poll, a slow Lambda
 invoke, the dashboard's live feed, an initialized AppSync connection. And one AppSync connection holds
 at most 100 subscriptions, as in AWS.
 
@@ -28,9 +28,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from devserver.cloud.appsync_emulator import MAX_SUBSCRIPTIONS_PER_CONNECTION
-from devserver.limits import INIT_TIMEOUT_ENV, MAX_CONNECTIONS_ENV, REQUEST_TIMEOUT_ENV, ServerLimits
 from devserver.runtime import InvocationRequest
 from devserver.runtime.runtime_api import RuntimeApiServer
+from devserver.servers.limits import INIT_TIMEOUT_ENV, MAX_CONNECTIONS_ENV, REQUEST_TIMEOUT_ENV, ServerLimits
 from tests.conftest import CloudProcess
 from tests.dev_fixtures import HELLO, DevProcess, running_dev
 from tests.lambda_fixtures import async_wait_until

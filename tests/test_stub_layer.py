@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 import stub_runtime
-from devserver.bridge import LiveInvocation
 from devserver.cloud.live import STUB_PATH_ENV, stub_import_root
 from devserver.config import AppConfig
 from devserver.layer import ZIP_DATE, build_layer, unpack_layer
+from devserver.live.bridge import LiveInvocation
 from stub_runtime.errors import LivelambdaError
 from tests.live_fixtures import LiveCloud, running_live_cloud
 

@@ -10,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from devserver.bridge import Bridge, Endpoint
 from devserver.config import FunctionConfig
-from devserver.invocations import InvocationRecord
+from devserver.live.bridge import Bridge, Endpoint
 from devserver.runtime.invocation import InvocationRequest
 from devserver.runtime.worker import Worker
-from devserver.terminal import Terminal
+from devserver.ui.invocations import InvocationRecord
+from devserver.ui.terminal import Terminal
 from stub_runtime.reconnect import PolicyConfig
 
 FAILING = '''

@@ -1,6 +1,6 @@
 import pytest
 
-from devserver.triggers import guess_trigger
+from devserver.ui.triggers import guess_trigger
 
 
 @pytest.mark.parametrize(

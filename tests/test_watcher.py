@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from devserver.config import AppConfig, load_config
-from devserver.watcher import Watcher, ignored, plan_watches
+from devserver.reload.watcher import Watcher, ignored, plan_watches
 
 APP = """
     [functions.one]

@@ -1,4 +1,4 @@
-"""Whether a changed file holds a whole save yet (devserver/whole_files.py), and the watcher's wait for
+"""Whether a changed file holds a whole save yet (devserver/reload/whole_files.py), and the watcher's wait for
 a save caught mid-write: one callback, once the writer is done, with the whole file to read; and a
 bounded wait when a file stays open or empty. The end-to-end case, against a real dev server with
 invocations in between, is tests/test_partial_saves.py."""
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from devserver import whole_files
 from devserver.config import AppConfig, load_config
-from devserver.watcher import Watcher
-from devserver.whole_files import FileLook, open_for_writing, why_not_whole
+from devserver.reload import whole_files
+from devserver.reload.watcher import Watcher
+from devserver.reload.whole_files import FileLook, open_for_writing, why_not_whole
 from tests.lambda_fixtures import async_wait_until
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the lease probe is Linux's")

@@ -18,7 +18,7 @@ from devserver.aws.live_config import FunctionState, apply_state, live_session
 from devserver.aws.progress import FunctionResult, Progress
 from devserver.aws.records import LiveRecord, RecordStore
 from devserver.aws.up import WORKERS
-from devserver.session import aws_file
+from devserver.live.session import aws_file
 from stub_runtime.errors import CallerFault, LivelambdaError
 
 

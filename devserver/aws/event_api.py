@@ -48,7 +48,7 @@ class EventApi:
 
 def namespace_for(session: str) -> str:
     """The session's channel namespace: 1-50 of [A-Za-z0-9-], alphanumeric at both ends (a session id
-    already is; see devserver/session.py)."""
+    already is; see devserver/live/session.py)."""
     return session[:50].strip("-")
 
 

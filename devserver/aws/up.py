@@ -33,8 +33,8 @@ from devserver.aws.progress import FunctionResult, Progress
 from devserver.aws.records import LiveRecord, RecordStore
 from devserver.aws.vpc import VpcCheckDenied, check_function_vpc
 from devserver.config import DEFAULT_PRODUCTION_STAGES, AppConfig
-from devserver.serving import write_json_atomically
-from devserver.session import LiveSession, aws_file, state_dir
+from devserver.live.session import LiveSession, aws_file, state_dir
+from devserver.servers.bounded import write_json_atomically
 from stub_runtime.errors import CallerFault, LivelambdaError
 
 WORKERS = 16  # functions switched at once: AWS calls are I/O, and Lambda's control plane takes it

@@ -6,7 +6,7 @@ that does not load keeps the previous functions, and says why in one log line.
     await follower.start()                     # returns once a save is seen
     await follower.close()
 
-It watches the configuration file only (devserver/watcher.py, given no functions): the cloud runs the
+It watches the configuration file only (devserver/reload/watcher.py, given no functions): the cloud runs the
 deployed code as it is, so a save of a handler changes nothing here.
 """
 
@@ -19,7 +19,7 @@ import logging
 
 from devserver.cloud.lambda_emulator import LambdaEmulator
 from devserver.config import AppConfig, ConfigError, load_config
-from devserver.watcher import Watcher
+from devserver.reload.watcher import Watcher
 
 log = logging.getLogger("livelambda.cloud")
 logging.getLogger("watchfiles").setLevel(logging.WARNING)  # its "N changes detected": our line says what

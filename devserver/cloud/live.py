@@ -11,7 +11,7 @@ from devserver.cloud.lambda_emulator import LiveMode
 from devserver.cloud.options import IamCredentials
 from devserver.cloud.stub_mount import mount_stub_layer
 from devserver.config import AppConfig
-from devserver.session import load_or_create
+from devserver.live.session import load_or_create
 from stub_runtime.errors import LivelambdaError
 
 STUB_PATH_ENV = "LIVELAMBDA_STUB_PATH"  # e.g. an unpacked `livelambda stub build` layer's python/ dir

@@ -9,7 +9,7 @@ Writes never block (the transport buffers them), so a slow subscriber cannot hol
 that stops reading altogether is dropped once `MAX_BUFFERED_BYTES` pile up for it. What the frames
 mean (auth, publish, fan-out, faults) is the emulator's business: see appsync_emulator.py.
 
-No connection stays open for nothing (devserver/limits.py): one that has not sent `connection_init`
+No connection stays open for nothing (devserver/servers/limits.py): one that has not sent `connection_init`
 within `init_timeout_s` of its upgrade is closed with 1000 *(inferred: AWS documents no such timeout,
 and PROTOCOL.md none; every client sends `connection_init` first)*, as is an unauthorized one that
 sends no frame to be refused on. An initialized connection may stay idle as long as it likes: it gets
@@ -25,7 +25,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState
@@ -34,12 +34,36 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from devserver.limits import ServerLimits
+from devserver.cloud.faults import Faults
+from devserver.servers.limits import ServerLimits
 from stub_runtime.appsync.ws_messages import DATA_OPCODES, MessageAssembler
 from stub_runtime.wire import compact_json, data_frame
 
-if TYPE_CHECKING:
-    from devserver.cloud.appsync_emulator import AppSyncEmulator, AppSyncError
+
+class Refusal(Protocol):
+    """An error the service answers a client with (the emulator's AppSyncError): its HTTP status
+    before the upgrade, its `errors` list after."""
+
+    status: int
+
+    def errors(self) -> list[dict[str, str]]: ...
+
+
+class _Counts(Protocol):
+    events_delivered: int
+
+
+class RealtimeService(Protocol):
+    """What a connection asks of the service behind it: the emulator implements it, and this module
+    needs nothing else of it (so the emulator may import this module, not the other way round)."""
+
+    connections: dict[str, RealtimeConnection]
+    faults: Faults
+    stats: _Counts
+
+    def upgrade(self, conn: RealtimeConnection, request: Request) -> None: ...
+
+    def handle_frame(self, conn: RealtimeConnection, text: str) -> None: ...
 
 log = logging.getLogger("livelambda.cloud.appsync")
 _protocol_log = logging.getLogger("livelambda.cloud.websockets")  # "connection open" for each client:
@@ -51,7 +75,7 @@ CLOSE_TIMEOUT_S = 2.0  # a client that does not answer our close frame loses the
 
 
 def realtime_protocol(
-    emulator: AppSyncEmulator, limits: ServerLimits | None = None
+    emulator: RealtimeService, limits: ServerLimits | None = None
 ) -> Callable[..., RealtimeConnection]:
     """What uvicorn's `ws` setting takes: it calls this for each upgraded connection. `limits`: default,
     from the environment."""
@@ -69,7 +93,7 @@ class RealtimeConnection(asyncio.Protocol):
     first frame gets `connection_error`), "closing", "closed"."""
 
     def __init__(
-        self, emulator: AppSyncEmulator, server_connections: set[Any], *, init_timeout_s: float = 10.0
+        self, emulator: RealtimeService, server_connections: set[Any], *, init_timeout_s: float = 10.0
     ) -> None:
         self.emulator = emulator
         self.init_timeout_s = init_timeout_s  # for `connection_init` (or any frame, if unauthorized)
@@ -83,7 +107,7 @@ class RealtimeConnection(asyncio.Protocol):
         self.hosts: frozenset[str] = frozenset()  # what `host` in this connection's auth objects may say
         self.subscriptions: dict[str, str] = {}  # id -> channel pattern
         self._messages = MessageAssembler()
-        self._refusal: AppSyncError | None = None
+        self._refusal: Refusal | None = None
         self._delayed: deque[tuple[float, str, str]] = deque()  # (not before, subscription id, frame)
         self._held: list[tuple[float, str, str]] | None = None
         self._timers: dict[str, asyncio.Handle] = {}
@@ -155,14 +179,14 @@ class RealtimeConnection(asyncio.Protocol):
                  self.init_timeout_s)  # fmt: skip
         self.close(abrupt=False)  # 1000, as the service closes even on failure
 
-    def refuse_after_first_frame(self, error: AppSyncError) -> None:
+    def refuse_after_first_frame(self, error: Refusal) -> None:
         """Accepted, but unauthorized: the first frame is answered `connection_error`, then 1000."""
         self.state = "refusing"
         self._refusal = error
         self._cancel("init")  # this deadline replaces it
         self._later("refuse", self.init_timeout_s, lambda: self._send_close(1000))
 
-    def deny(self, error: AppSyncError) -> None:
+    def deny(self, error: Refusal) -> None:
         """Refuse the upgrade with an HTTP status and a JSON body, as a load balancer would."""
         body = compact_json({"errors": error.errors()}).encode()
         phrase = HTTPStatus(error.status).phrase if error.status in HTTPStatus._value2member_map_ else ""
@@ -172,7 +196,7 @@ class RealtimeConnection(asyncio.Protocol):
         self.state = "closed"
         self._flush()
 
-    def stall(self, seconds: float, then: AppSyncError) -> None:
+    def stall(self, seconds: float, then: Refusal) -> None:
         """Leave the upgrade unanswered for `seconds` (a black-holed network), then deny it."""
         self._later("stall", seconds, lambda: self.deny(then))
 

@@ -19,7 +19,7 @@ from devserver.cloud.appsync_control import build_control_router, new_api_key_id
 from devserver.cloud.appsync_emulator import AppSyncEmulator, build_router
 from devserver.cloud.options import CloudOptions
 from devserver.cloud.realtime import realtime_protocol
-from devserver.serving import ReadyServer, run_until_stopped, write_json_atomically
+from devserver.servers.bounded import ReadyServer, run_until_stopped, write_json_atomically
 
 log = logging.getLogger("livelambda.cloud")
 
@@ -131,7 +131,7 @@ def _announce(app: FastAPI, options: CloudOptions, port: int, stub_path: str | N
 def _stub_path(options: CloudOptions) -> str:
     """Where the live sandboxes import the stub from: the app's unpacked stub layer (see live.py)."""
     from devserver.cloud.live import stub_import_root
-    from devserver.usage import UsageError
+    from devserver.commands.usage import UsageError
 
     if options.app_dir is None:
         raise UsageError("--live needs an app: run it in the app's directory or pass --app DIR")

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from devserver.layer import LAYER_ROOT, build_layer, unpack_layer
-from devserver.session import state_dir
+from devserver.live.session import state_dir
 
 LAYER_DIR = "layer"
 

@@ -130,7 +130,7 @@ def run_up(
         from devserver.aws.context import AwsContext
         from devserver.aws.up import Attach, UpOptions
         from devserver.config import load_config
-        from devserver.session import load_or_create
+        from devserver.live.session import load_or_create
 
         app = load_config(app_dir)
         session = load_or_create(app.root, app.app, app.stage)
@@ -252,7 +252,7 @@ def _app_of(app_dir: Path | None, *, need: bool) -> tuple[Path | None, str | Non
 
 
 def _session_of(app_root: Path | None) -> str:
-    from devserver.session import load_existing
+    from devserver.live.session import load_existing
 
     assert app_root is not None
     session = load_existing(app_root)

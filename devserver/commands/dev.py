@@ -16,15 +16,15 @@ from typing import Any
 import uvicorn
 from rich.markup import escape
 
+from devserver.commands.dev_lock import DevLock
 from devserver.commands.try_lines import try_lines
+from devserver.commands.usage import check_can_listen
 from devserver.config import AppConfig, load_config
-from devserver.dev_lock import DevLock
+from devserver.live.session import LiveSession, cloud_file, load_or_create, state_dir
 from devserver.processes import stop_process
 from devserver.runtime import app_env
-from devserver.serving import ReadyServer, run_until_stopped, write_json_atomically
-from devserver.session import LiveSession, cloud_file, load_or_create, state_dir
-from devserver.terminal import Terminal
-from devserver.usage import check_can_listen
+from devserver.servers.bounded import ReadyServer, run_until_stopped, write_json_atomically
+from devserver.ui.terminal import Terminal
 from stub_runtime.errors import DevServerFault
 
 CLOUD_START_TIMEOUT_S = 60.0
@@ -120,7 +120,14 @@ def _die_with_parent() -> None:
 
 
 def run(cmd: DevCommand) -> int:
-    from devserver.dev import DevServer, DevSettings, create_app, endpoint_for, read_aws_info, read_cloud_info
+    from devserver.server import (
+        DevServer,
+        DevSettings,
+        create_app,
+        endpoint_for,
+        read_aws_info,
+        read_cloud_info,
+    )
 
     terminal = Terminal()
     app = load_config(cmd.app_dir)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from devserver.dev import read_cloud_info
+from devserver.server import read_cloud_info
 from stub_runtime.errors import CallerFault
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8790"

@@ -11,7 +11,7 @@ from devserver.layer import DEFAULT_OUTPUT, LayerBuild, LayerBuildFailed, build_
 
 def default_output(cwd: Path | None = None) -> Path:
     """`.livelambda/stub-layer.zip` under `cwd` (the state directory, ignored by git)."""
-    from devserver.session import state_dir
+    from devserver.live.session import state_dir
 
     base = Path.cwd() if cwd is None else cwd
     state_dir(base)  # creates it with its .gitignore

@@ -1,6 +1,6 @@
 """The dev server's half of the live conversation, sans-I/O: for each request id, whether its handler
 runs, what to answer, and when to acknowledge and send heartbeats. No sockets, no asyncio, no clock:
-the shell (`devserver.bridge.Bridge`) feeds in each complete message (after the Reassembler: nothing
+the shell (`devserver.live.bridge.Bridge`) feeds in each complete message (after the Reassembler: nothing
 here parses or copies a byte), the time and the runner's results, carries out the actions it gets back,
 and wakes it at `next_deadline()`:
 
@@ -21,7 +21,7 @@ What it decides, and why:
 - Refused, counted, and answered with `reject`, so that the stub ends at once with `Rejected` rather
   than at its ack timeout (the reject is signed like every message: the stub trusts only our
   session's): an invocation whose deadline has passed (`expired`), and one that this app's dev
-  server ran before it restarted (`replay`: `executed`, devserver/executed.py, remembers on disk;
+  server ran before it restarted (`replay`: `executed`, devserver/live/executed.py, remembers on disk;
   each request is recorded there before it runs).
 - A signed message of another kind than `invoke` on the request channel is refused
   (`unexpected_kind`), and not answered.
@@ -41,7 +41,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from devserver.executed import ExecutedLog
+from devserver.live.executed import ExecutedLog
 from stub_runtime import live_protocol as lp
 from stub_runtime.envelope import Message
 from stub_runtime.errors import LocalProtocolError

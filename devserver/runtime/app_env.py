@@ -37,7 +37,7 @@ from pathlib import Path
 import tomllib
 
 from devserver.config import APP_ENV_DIR, AppConfig, FunctionConfig
-from devserver.session import state_dir
+from devserver.live.session import state_dir
 from stub_runtime.errors import CallerFault
 
 Progress = Callable[[str], None]

@@ -15,14 +15,10 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Protocol
 
+from devserver.status import ForkserverStatus, LaunchKind
 from stub_runtime.errors import DevServerFault
-
-if TYPE_CHECKING:
-    from devserver.status import ForkserverStatus
-
-LaunchKind = Literal["fork", "spawn"]  # forked from a warm forkserver, or a fresh interpreter
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ every connection, each answer written in one piece: a hop must stay well under a
 invocation takes two. The server knows nothing of processes: it hands each call to a
 `RuntimeApiHandler` (the Worker).
 
-Bounds (any local process can connect; devserver/limits.py): a request must arrive whole within
+Bounds (any local process can connect; devserver/servers/limits.py): a request must arrive whole within
 `request_timeout_s` of its first byte (of the connect, for the first one), else the connection is
 closed; at most `max_connections` at once, the rest refused with a 503. Once a request has arrived, it
 waits as long as it must (the `/invocation/next` long poll), and a connection idle between requests is
@@ -32,8 +32,8 @@ from typing import Protocol
 
 import httptools
 
-from devserver.limits import RUNTIME_API_MAX_CONNECTIONS, BurstLog, RequestDeadline, ServerLimits
 from devserver.runtime.invocation import InvocationRequest
+from devserver.servers.limits import RUNTIME_API_MAX_CONNECTIONS, BurstLog, RequestDeadline, ServerLimits
 
 log = logging.getLogger("livelambda.runtime_api")
 

@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from devserver.runner import Runner
-from devserver.terminal import Terminal
-from devserver.watch_filter import is_python
+from devserver.reload.generations import Runner
+from devserver.reload.watch_filter import is_python
+from devserver.ui.terminal import Terminal
 
 _LOAD_WAIT_S = 60.0  # a worker's init is bounded well below this (runner.init_timeout_s)
 

@@ -26,11 +26,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from devserver.dashboard.docs import render_docs
-from devserver.dashboard.masking import DISPLAY_LIMIT_BYTES, dumps, for_display, is_secret_name, secret_keys
-from devserver.dashboard.sources import DashboardSources
-from devserver.invocations import InvocationRecord
 from devserver.status import ConnectionStatus, FunctionStatus
+from devserver.ui.dashboard.docs import render_docs
+from devserver.ui.dashboard.masking import (
+    DISPLAY_LIMIT_BYTES,
+    dumps,
+    for_display,
+    is_secret_name,
+    secret_keys,
+)
+from devserver.ui.dashboard.sources import DashboardSources
+from devserver.ui.invocations import InvocationRecord
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +216,7 @@ _STATIC = {
 
 
 def _static_text(name: str) -> str:
-    return resources.files("devserver.dashboard").joinpath("static", name).read_text("utf-8")
+    return resources.files("devserver.ui.dashboard").joinpath("static", name).read_text("utf-8")
 
 
 _NO_CACHE = {"Cache-Control": "no-cache"}

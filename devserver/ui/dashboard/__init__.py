@@ -3,7 +3,7 @@
 Serve it with `mount_dashboard(app, sources)`, `sources` a `DashboardSources`.
 """
 
-from devserver.dashboard.api import Dashboard, mount_dashboard
-from devserver.dashboard.sources import DashboardSources
+from devserver.ui.dashboard.api import Dashboard, mount_dashboard
+from devserver.ui.dashboard.sources import DashboardSources
 
 __all__ = ["Dashboard", "DashboardSources", "mount_dashboard"]

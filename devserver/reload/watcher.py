@@ -13,7 +13,7 @@ Latency: watchfiles with its defaults reports a save ~76 ms late; with `step=10`
 that ends a batch) and `debounce=15` ms (the longest a batch waits) it is ~15 ms, at under 1% of a
 core when idle.
 
-Which changes reload (devserver/watch_filter.py): Python sources and the data files shipped with them
+Which changes reload (devserver/reload/watch_filter.py): Python sources and the data files shipped with them
 (`[watch] include` / `exclude` in the configuration), never noise (bytecode, editor temporaries, VCS
 directories, virtualenvs, `.livelambda`...), nor the file this process's output goes to, nor a data
 file found open for writing by a handler (a worker: any descendant of this process) or by a process of
@@ -21,7 +21,7 @@ its group (`| tee out.txt`). A new directory is watched, and the files already i
 
 Half-written files: an in-place save (truncate, then write) can end a batch before its write. A reload
 waits, at most `whole_wait_s`, while a changed file is still open for writing or a Python file was just
-emptied (devserver/whole_files.py), and changes arriving meanwhile join it: a generation never loads a
+emptied (devserver/reload/whole_files.py), and changes arriving meanwhile join it: a generation never loads a
 file caught mid-write, and a save closed before its batch ended (nearly all) waits for nothing.
 
 A directory that holds a virtualenv is not watched recursively as a whole (inotify would put a watch on
@@ -45,7 +45,7 @@ from typing import Any
 from watchfiles import Change, awatch
 
 from devserver.config import AppConfig
-from devserver.watch_filter import (
+from devserver.reload.watch_filter import (
     IGNORED_DIRS,
     ReloadFilter,
     held_for_writing,
@@ -54,7 +54,7 @@ from devserver.watch_filter import (
     is_virtualenv,
     own_output_files,
 )
-from devserver.whole_files import FileLook, why_not_whole
+from devserver.reload.whole_files import FileLook, why_not_whole
 
 __all__ = ["IGNORED_DIRS", "WatchPlan", "Watcher", "ignored", "plan_watches"]
 
@@ -65,7 +65,7 @@ ChangeCallback = Callable[[set[str], bool], "Awaitable[Any] | Any"]
 
 DEFAULT_STEP_MS = 10
 DEFAULT_DEBOUNCE_MS = 15
-# How long a reload waits, at most, for a save caught mid-write to finish (devserver/whole_files.py).
+# How long a reload waits, at most, for a save caught mid-write to finish (devserver/reload/whole_files.py).
 # An editor writes a file in milliseconds; a longer wait means a file held open by a program, or one
 # emptied on purpose: reload what is there.
 DEFAULT_WHOLE_WAIT_S = 1.0
@@ -239,7 +239,7 @@ class Watcher:
     async def _whole(
         self, batch: set[tuple[Change, str]], files: list[Path], config: bool
     ) -> tuple[list[Path], bool]:
-        """Wait while a changed file may not hold a whole save yet (devserver/whole_files.py: open for
+        """Wait while a changed file may not hold a whole save yet (devserver/reload/whole_files.py: open for
         writing, emptied, ...), at most `whole_wait_s`; changes that arrive meanwhile join this one
         (one reload, from the finished files). Returns the files and whether the configuration changed.
 

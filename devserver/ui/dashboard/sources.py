@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from devserver.invocations import InvocationRecord, InvocationStore
 from devserver.status import ConnectionStatus, FunctionStatus
+from devserver.ui.invocations import InvocationRecord, InvocationStore
 
 
 @runtime_checkable

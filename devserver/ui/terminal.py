@@ -12,8 +12,8 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.markup import escape
 
-from devserver.invocations import InvocationRecord
 from devserver.runtime.logs import without_error_report
+from devserver.ui.invocations import InvocationRecord
 
 _STATUS = {
     "ok": ("ok", "green"),

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from devserver.session import state_dir
+from devserver.live.session import state_dir
 from stub_runtime.errors import CallerFault
 
 LOCK_FILE = "dev.lock"

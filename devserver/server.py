@@ -17,21 +17,21 @@ from typing import Any
 from fastapi import FastAPI
 from rich.markup import escape
 
-from devserver.bridge import Bridge, Endpoint, LiveInvocation, livelambda_error, result_body
 from devserver.config import AppConfig, FunctionConfig
-from devserver.dashboard import mount_dashboard
-from devserver.executed import ExecutedLog
-from devserver.invocations import InvocationRecord, InvocationStore
-from devserver.live_budget import LiveBudget, live_budget, raise_timeout_hint
-from devserver.runner import Runner, UnknownFunction
+from devserver.live.bridge import Bridge, Endpoint, LiveInvocation, livelambda_error, result_body
+from devserver.live.budget import LiveBudget, live_budget, raise_timeout_hint
+from devserver.live.executed import ExecutedLog
+from devserver.live.session import LiveSession, aws_file, cloud_file, state_dir
+from devserver.reload.generations import Runner, UnknownFunction
+from devserver.reload.save_report import SaveReporter
+from devserver.reload.watcher import Watcher
 from devserver.runtime import app_env
 from devserver.runtime.invocation import InvocationOutcome, InvocationRequest
-from devserver.save_report import SaveReporter
-from devserver.session import LiveSession, aws_file, cloud_file, state_dir
 from devserver.status import ConnectionStatus, FunctionStatus
-from devserver.terminal import Terminal
-from devserver.triggers import guess_trigger
-from devserver.watcher import Watcher
+from devserver.ui.dashboard import mount_dashboard
+from devserver.ui.invocations import InvocationRecord, InvocationStore
+from devserver.ui.terminal import Terminal
+from devserver.ui.triggers import guess_trigger
 
 log = logging.getLogger("livelambda.dev")
 

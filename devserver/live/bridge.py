@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from devserver.executed import ExecutedLog
 from devserver.live.conversation import DevServerConversation, LiveInvocation, Refused, Reply, Request, Run
-from devserver.rejections import RejectionSummary
+from devserver.live.executed import ExecutedLog
+from devserver.live.rejections import RejectionSummary
 from devserver.runtime.logs import without_error_report
 from devserver.status import ConnectionStatus, Rejection
 from stub_runtime import live_protocol as lp

@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from devserver.limits import (
+from devserver.servers.limits import (
     MAX_CONNECTIONS_ENV,
     REQUEST_TIMEOUT_ENV,
     BurstLog,

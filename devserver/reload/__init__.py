@@ -1,0 +1,1 @@
+"""Hot reload: code generations of each function's workers, and the watcher that says when."""

@@ -1,0 +1,1 @@
+"""What the developer sees: the dashboard, the terminal lines, the invocation records."""
