@@ -59,7 +59,7 @@ from devserver.processes import stop_process
 from stub_runtime.reconnect import PolicyConfig
 from stub_runtime.settings import StubSettings
 from tests.dev_fixtures import descendants
-from tests.lambda_fixtures import lambda_client
+from tests.lambda_fixtures import lambda_client, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 LIVELAMBDA = REPO / ".venv" / "bin" / "livelambda"
@@ -220,14 +220,7 @@ class ChaosStack:
         return response.json()
 
     def wait_for(self, predicate: Any, what: str, timeout: float = 30.0) -> Any:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = predicate()
-            if last:
-                return last
-            time.sleep(0.02)
-        raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+        return wait_until(predicate, timeout, what)
 
     def runs(self) -> Counter[str]:
         path = self.root / "runs.log"

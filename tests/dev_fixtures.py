@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from devserver.processes import stop_process
-from tests.lambda_fixtures import lambda_client
+from tests.lambda_fixtures import lambda_client, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0  # generous: two shared cores, maybe busy with other test processes
@@ -91,14 +91,7 @@ class DevProcess:
         return self.log.read_text(errors="replace")
 
     def wait_for(self, predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            last = predicate()
-            if last:
-                return last
-            time.sleep(0.05)
-        raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})\n{self.output()[-3000:]}")
+        return wait_until(predicate, timeout, what, self.output)
 
 
 @contextlib.contextmanager

@@ -197,14 +197,22 @@ def process_state(pid: int) -> str | None:
     return text.rsplit(")", 1)[1].split()[0]
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str = "condition",
+    output: Callable[[], str] | None = None,
+) -> Any:
+    """The predicate's first truthy value, polled until `timeout`; else an AssertionError that says
+    what was awaited, the last value, and the end of `output` (a process's log) if given."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
+            tail = f"\n{output()[-3000:]}" if output is not None else ""
+            raise AssertionError(f"{what}: not within {timeout} s (last: {value!r}){tail}")
         time.sleep(0.02)
 
 

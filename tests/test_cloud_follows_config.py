@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 
 from tests.conftest import CloudProcess, _launch
 from tests.dev_fixtures import running_dev
-from tests.lambda_fixtures import lambda_client
+from tests.lambda_fixtures import lambda_client, wait_until
 
 DEADLINE_S = 30.0  # generous: two shared cores; every wait ends as soon as the answer is there
 
@@ -27,17 +26,6 @@ def save(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.saving")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def wait_until(predicate: Callable[[], Any], what: str, output: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {DEADLINE_S} s (last: {last!r})\n{output()[-3000:]}")
 
 
 def not_found(invoke: Callable[[], Any]) -> bool:
@@ -128,12 +116,16 @@ def test_the_cloud_restarts_a_changed_function_keeps_a_broken_config_and_drops_a
     save(config, APP_TOML.format(greeting="hello"))
     changed = wait_until(
         lambda: (r := invoke("one"))["greeting"] == "hello" and r,
+        DEADLINE_S,
         "the changed function's new sandbox",
         cloud.output,
     )
     assert changed["pid"] != first["pid"]
     wait_until(
-        lambda: "livelambda.toml reloaded: restarted one" in cloud.output(), "the reload's line", cloud.output
+        lambda: "livelambda.toml reloaded: restarted one" in cloud.output(),
+        DEADLINE_S,
+        "the reload's line",
+        cloud.output,
     )
 
     # Broken: the functions there were keep answering; one line says why and that nothing changed.
@@ -141,13 +133,15 @@ def test_the_cloud_restarts_a_changed_function_keeps_a_broken_config_and_drops_a
     refused = (
         "livelambda.toml not applied, the previous functions keep running: livelambda.toml: not valid TOML"
     )
-    wait_until(lambda: refused in cloud.output(), "the line about the broken config", cloud.output)
+    wait_until(lambda: refused in cloud.output(), DEADLINE_S, "the broken config's line", cloud.output)
     assert invoke("one") == changed  # the same sandbox, the same settings
     assert invoke("two")["function"] == "two"
 
     # Removed: ResourceNotFoundException; the others still answer.
     save(config, APP_TOML.format(greeting="hello").split("[functions.two]")[0])
-    wait_until(lambda: not_found(lambda: invoke("two")), "the removed function is gone", cloud.output)
+    wait_until(
+        lambda: not_found(lambda: invoke("two")), DEADLINE_S, "the removed function is gone", cloud.output
+    )
     assert invoke("one") == changed
     lines = [line for line in cloud.output().splitlines() if "livelambda.toml" in line]
     assert sum(refused in line for line in lines) == 1, lines
